@@ -1,0 +1,52 @@
+"""lenszoo: a model zoo for dark-matter substructure in strong gravitational lensing.
+
+    >>> import lenszoo
+    >>> lenszoo.list_models()
+    >>> model = lenszoo.create_model("resnet50", task="classify")
+    >>> model = lenszoo.load("c8_steerable", task="classify", dataset="B")
+
+Importing lenszoo is cheap: torch, timm, escnn and lenstronomy are imported
+only where a model or dataset needs them.
+"""
+
+__version__ = "0.1.0"
+
+from .errors import LenszooError, UnknownNameError  # noqa: E402
+from .hookspecs import hookimpl  # noqa: E402
+from .registry import (  # noqa: E402
+    create_model,
+    get_architecture,
+    get_dataset,
+    list_datasets,
+    list_models,
+    registry,
+)
+from .tasks import CLASS_NAMES, TASKS  # noqa: E402
+
+
+def load(name, task="classify", dataset="A", *, device="cpu"):
+    """A pretrained model in eval mode, with its config and preprocessing attached.
+
+    ``name`` is an architecture with released weights (then ``task`` and
+    ``dataset`` pick them), ``"hf-hub:ORG/NAME@REV"``, or a checkpoint folder.
+    """
+    from .weights import load as _load
+
+    return _load(name, task=task, dataset=dataset, device=device)
+
+
+__all__ = [
+    "__version__",
+    "CLASS_NAMES",
+    "TASKS",
+    "LenszooError",
+    "UnknownNameError",
+    "create_model",
+    "get_architecture",
+    "get_dataset",
+    "hookimpl",
+    "list_datasets",
+    "list_models",
+    "load",
+    "registry",
+]

@@ -1,0 +1,170 @@
+"""The ``lenszoo`` command line.
+
+Core commands live here; plugins (lenszoo's own feature modules included) add
+more through the ``register_commands`` hook. A ``LenszooError`` is printed as
+one line and exits with status 1: users never see a traceback for their own
+mistakes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from . import __version__
+from .errors import LenszooError
+from .registry import PLUGINS_ENV, registry
+
+
+class LenszooGroup(click.Group):
+    """A click group that adds plugin commands on demand and turns user errors into one line."""
+
+    def list_commands(self, ctx):
+        names = set(super().list_commands(ctx))
+        names.update(_plugin_commands())
+        return sorted(names)
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is None:
+            command = _plugin_commands().get(name)
+        return command
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LenszooError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _plugin_commands() -> dict:
+    try:
+        return registry.commands
+    except LenszooError as exc:  # conflicting plugins: core commands still work
+        click.echo(f"Warning: {exc}", err=True)
+        return {}
+
+
+def format_table(rows: list[list], headers: list[str]) -> str:
+    cells = [[str(c) for c in row] for row in [headers, *rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@click.group(cls=LenszooGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="lenszoo")
+def main():
+    """lenszoo: equivariant networks, lensing simulations and pretrained weights
+    for dark-matter substructure studies."""
+
+
+@main.command("list")
+@click.argument("pattern", required=False)
+@click.option("--task", type=click.Choice(["classify", "regress"]), help="Only architectures with this head.")
+@click.option("--datasets", "show_datasets", is_flag=True, help="List dataset generators instead.")
+@click.option("--no-params", is_flag=True, help="Skip building models to count parameters (faster).")
+def list_command(pattern, task, show_datasets, no_params):
+    """Registered architectures (or datasets), optionally matching PATTERN (fnmatch)."""
+    from .registry import list_datasets, list_models
+
+    if show_datasets:
+        rows = []
+        for name in list_datasets(pattern):
+            entry = registry.dataset(name)
+            rows.append([name, entry.plugin, entry.description])
+        click.echo(format_table(rows, ["dataset", "plugin", "description"]))
+        return
+    rows = []
+    for name in list_models(pattern, task=task):
+        arch = registry.architecture(name)
+        params = "-" if no_params else f"{count_parameters(arch.build(task or arch.tasks[0])):,}"
+        rows.append([name, ",".join(arch.tasks), arch.plugin, params])
+    if not rows:
+        raise LenszooError(f"no architecture matches {pattern!r}" + (f" with task {task!r}" if task else ""))
+    click.echo(format_table(rows, ["name", "tasks", "plugin", "params"]))
+
+
+@main.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins_command(as_json):
+    """Installed plugins: built-in and external, their hooks and load errors."""
+    plugins = registry.plugins()
+    if as_json:
+        click.echo(json.dumps([p.__dict__ for p in plugins], indent=2, default=list))
+        return
+    rows = [
+        [p.name, "built-in" if p.builtin else "external", p.package or "(in-process)", p.version or "-",
+         ",".join(h.replace("register_", "") for h in p.hooks) or "-", p.status]
+        for p in plugins
+    ]
+    click.echo(format_table(rows, ["plugin", "kind", "package", "version", "hooks", "status"]))
+    for p in plugins:
+        for error in p.errors:
+            if p.status == "failed":
+                click.echo(f"  {p.name}: {error}")
+    if any(p.status == "skipped" for p in plugins):
+        click.echo(f"  (skipped plugins are not listed in {PLUGINS_ENV})")
+
+
+@main.command("info")
+@click.argument("arch")
+def info_command(arch):
+    """What architecture ARCH computes, where it comes from, and its sizes."""
+    spec = registry.architecture(arch)
+    click.echo(f"{spec.name}: {spec.description}")
+    click.echo(f"  paper:       {spec.paper or '-'}")
+    click.echo(f"  plugin:      {spec.plugin} (package {spec.package or 'in-process'})")
+    click.echo(f"  input size:  {'x'.join(map(str, spec.input_size))}")
+    click.echo(f"  model args:  {json.dumps(spec.default_kwargs) if spec.default_kwargs else '-'}")
+    for task in spec.tasks:
+        click.echo(f"  {task:<9}    {count_parameters(spec.build(task)):,} parameters")
+    try:
+        from .weights import released_weights
+
+        entries = [e for e in released_weights() if e["arch"] == spec.name]
+    except LenszooError:
+        entries = []
+    for entry in entries:
+        click.echo(f"  weights:     task={entry['task']} dataset={entry['dataset']} {entry['file']}")
+
+
+@main.command("demo")
+@click.option("--batch-size", default=8, show_default=True)
+def demo_command(batch_size):
+    """Show the registry and run each registered model on a random batch."""
+    import torch
+
+    click.echo(f"lenszoo {__version__}")
+    click.echo(format_table(
+        [[p.name, "built-in" if p.builtin else "external", p.status] for p in registry.plugins()],
+        ["plugin", "kind", "status"]))
+    click.echo()
+    torch.manual_seed(0)
+    rows = []
+    for name, spec in sorted(registry.architectures.items()):
+        x = torch.randn(batch_size, *spec.input_size)
+        for task in spec.tasks:
+            model = spec.build(task).eval()
+            start = time.perf_counter()
+            with torch.no_grad():
+                y = model(x)
+            ms = (time.perf_counter() - start) * 1e3
+            rows.append([name, task, f"{count_parameters(model):,}", tuple(x.shape), tuple(y.shape), f"{ms:.0f}"])
+    click.echo(format_table(rows, ["arch", "task", "params", "input", "output", "forward ms"]))
+
+
+def run():  # pragma: no cover - console entry for `python -m lenszoo`
+    main(prog_name="lenszoo")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

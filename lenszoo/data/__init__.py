@@ -1,0 +1,1 @@
+"""Lensing simulations, dataset storage and streaming."""

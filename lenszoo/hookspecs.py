@@ -1,0 +1,37 @@
+"""The hooks a lenszoo plugin can implement.
+
+Every hook receives a ``register`` callback rather than returning values, so a
+plugin can register any number of things and the registry knows which plugin
+registered each one.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("lenszoo")
+hookimpl = pluggy.HookimplMarker("lenszoo")
+
+
+@hookspec
+def register_architectures(register):
+    """Register model architectures.
+
+    ``register(name, builder, *, tasks=("classify", "regress"), description="",
+    paper="", input_size=(1, 64, 64), **default_kwargs)`` where
+    ``builder(task, **kwargs)`` returns a ``torch.nn.Module`` mapping a
+    ``(B, 1, 64, 64)`` batch to ``(B, 3)`` logits for ``classify`` or ``(B, 1)``
+    for ``regress``.
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Register dataset generators.
+
+    ``register(name, factory, *, description="")`` where ``factory(**overrides)``
+    returns a generator object (see ``docs/plugins.md``).
+    """
+
+
+@hookspec
+def register_commands(register):
+    """Register extra ``lenszoo`` CLI commands: ``register(click_command)``."""
