@@ -9,7 +9,6 @@ mistakes.
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 import click
@@ -38,6 +37,26 @@ class LenszooGroup(click.Group):
             return super().invoke(ctx)
         except LenszooError as exc:
             raise click.ClickException(str(exc)) from None
+
+
+def _show_plugin_warning(message, category, filename, lineno, file=None, line=None):
+    # One line per broken plugin, not a source excerpt: the user can act on it.
+    click.echo(f"Warning: {message}", err=True)
+
+
+def _install_warning_format():
+    import warnings
+
+    from .registry import PluginWarning
+
+    previous = warnings.showwarning
+
+    def show(message, category, *args, **kwargs):
+        if issubclass(category, PluginWarning):
+            return _show_plugin_warning(message, category, *args, **kwargs)
+        return previous(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
 
 
 def _plugin_commands() -> dict:
@@ -162,9 +181,7 @@ def demo_command(batch_size):
     click.echo(format_table(rows, ["arch", "task", "params", "input", "output", "forward ms"]))
 
 
-def run():  # pragma: no cover - console entry for `python -m lenszoo`
+def run():
+    """Console entry point (``lenszoo`` and ``python -m lenszoo``)."""
+    _install_warning_format()
     main(prog_name="lenszoo")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Every core CLI command through click's runner; user errors are one line, no traceback."""
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+import lenszoo
+from lenszoo.cli import main
+from lenszoo.registry import registry
+
+
+@pytest.fixture
+def run():
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(main, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code != 0
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("Error: ")
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_version(run):
+    result = run("--version")
+    assert result.exit_code == 0 and lenszoo.__version__ in result.output
+
+
+def test_list_shows_name_tasks_plugin_and_parameters(run):
+    result = run("list", "resnet*")
+    assert result.exit_code == 0
+    row = next(line for line in result.output.splitlines() if line.startswith("resnet50"))
+    assert "classify,regress" in row and "23,507,907" in row
+
+
+def test_list_filters_by_task_and_reports_no_match(run):
+    registry.register_plugin(_ClassifyOnly(), name="probe")
+    try:
+        assert "probe_net" in run("list", "--task", "classify", "--no-params").output
+        assert "probe_net" not in run("list", "--task", "regress", "--no-params").output
+        assert_one_line_error(run("list", "nothing*"), "no architecture matches 'nothing*'")
+    finally:
+        registry.unregister_plugin("probe")
+
+
+def test_plugins_lists_builtins_with_hooks(run):
+    result = run("plugins")
+    assert result.exit_code == 0
+    row = next(line for line in result.output.splitlines() if line.startswith("resnet50"))
+    assert "built-in" in row and "lenszoo" in row and "architectures" in row and "loaded" in row
+
+
+def test_plugins_shows_load_errors(run, fake_distribution, use_plugins):
+    fake_distribution("lenszoo-broken", {"broken_import": "broken_import_mod"},
+                      {"broken_import_mod.py": "raise ImportError('missing dependency xyz')\n"})
+    use_plugins("lenszoo-broken")
+    with pytest.warns(UserWarning):
+        result = run("plugins")
+    assert result.exit_code == 0
+    assert "failed" in result.output and "missing dependency xyz" in result.output
+
+
+def test_info_describes_an_architecture(run):
+    result = run("info", "resnet50")
+    assert result.exit_code == 0
+    assert "He et al. 2016" in result.output and "regress" in result.output and "1x64x64" in result.output
+
+
+def test_unknown_architecture_is_one_line_with_a_suggestion(run):
+    assert_one_line_error(run("info", "resnet5"), "unknown architecture 'resnet5'", "did you mean 'resnet50'")
+
+
+def test_unknown_command_is_a_usage_error(run):
+    result = CliRunner().invoke(main, ["frobnicate"])
+    assert result.exit_code == 2 and "No such command" in result.output
+
+
+def test_demo_builds_every_registered_model(run):
+    registry.register_plugin(_ClassifyOnly(), name="probe")
+    try:
+        result = run("demo", "--batch-size", "2")
+    finally:
+        registry.unregister_plugin("probe")
+    assert result.exit_code == 0
+    assert "probe_net" in result.output and "(2, 3)" in result.output
+    assert "resnet50" in result.output and "(2, 1)" in result.output
+
+
+def test_console_script_prints_user_errors_without_traceback():
+    out = subprocess.run([sys.executable, "-m", "lenszoo", "info", "nosuchnet"], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1].startswith("Error: unknown architecture 'nosuchnet'")
+    assert all(line.startswith(("Error: ", "Warning: ")) for line in out.stderr.strip().splitlines())
+    assert "Traceback" not in out.stderr
+
+
+class _ClassifyOnly:
+    @lenszoo.hookimpl
+    def register_architectures(self, register):
+        import torch.nn as nn
+
+        register("probe_net", lambda task: nn.Sequential(nn.Flatten(), nn.Linear(64 * 64, 3)), tasks=("classify",))
