@@ -1,16 +1,30 @@
-"""Released weights: ``weights_manifest.json`` and ``lenszoo.load``."""
+"""Released weights: ``weights_manifest.json`` and ``lenszoo.load``.
+
+``load(arch, task=, dataset=)`` resolves through the manifest in this order:
+the folder under ``weights/`` next to the manifest, then the Hugging Face
+cache, then a download pinned to the manifest's commit sha. The weights'
+sha256 is checked every time; a mismatching cached copy is fetched again once.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import warnings
 from pathlib import Path
 
+from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write_text, load_checkpoint, read_config, sha256_file
 from .errors import LenszooError
-from .tasks import check_task
+from .tasks import TASKS, check_task
 
 MANIFEST_ENV = "LENSZOO_MANIFEST"
 MANIFEST_NAME = "weights_manifest.json"
+SCHEMA_VERSION = 1
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def manifest_path() -> Path:
@@ -18,6 +32,68 @@ def manifest_path() -> Path:
     if os.environ.get(MANIFEST_ENV):
         return Path(os.environ[MANIFEST_ENV])
     return Path(__file__).resolve().parent.parent / MANIFEST_NAME
+
+
+# -- validation ----------------------------------------------------------------
+ENTRY_FIELDS = {
+    # field: (types, required)
+    "arch": (str, True), "task": (str, True), "dataset": (str, True),
+    "folder": (str, True), "file": (str, True), "sha256": (str, True), "size": (int, True),
+    "hf_repo_id": ((str, type(None)), False), "hf_revision": ((str, type(None)), False),
+    "metrics": (dict, True), "recipe": (dict, True),
+}
+
+
+def validate_manifest(manifest) -> list[str]:
+    """Every problem in a manifest, as ``entry N (arch/task/dataset): field: problem`` lines."""
+    problems = []
+    if not isinstance(manifest, dict):
+        return ["the manifest must be a JSON object"]
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        problems.append(f"schema_version must be {SCHEMA_VERSION}")
+    entries = manifest.get("weights")
+    if not isinstance(entries, list):
+        return problems + ["'weights' must be a list"]
+    seen = set()
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            problems.append(f"entry {index}: must be an object")
+            continue
+        label = f"entry {index} ({entry.get('arch')}/{entry.get('task')}/{entry.get('dataset')})"
+        for name, (types, required) in ENTRY_FIELDS.items():
+            if name not in entry:
+                if required:
+                    problems.append(f"{label}: missing field {name!r}")
+            elif not isinstance(entry[name], types) or isinstance(entry[name], bool):
+                problems.append(f"{label}: field {name!r} has the wrong type")
+        unknown = sorted(set(entry) - set(ENTRY_FIELDS))
+        if unknown:
+            problems.append(f"{label}: unknown fields {unknown}")
+        if entry.get("task") not in TASKS:
+            problems.append(f"{label}: task must be one of {list(TASKS)}")
+        if isinstance(entry.get("sha256"), str) and not SHA256_RE.match(entry["sha256"]):
+            problems.append(f"{label}: sha256 must be 64 lowercase hex digits")
+        if isinstance(entry.get("size"), int) and entry["size"] <= 0:
+            problems.append(f"{label}: size must be positive")
+        for name in ("folder", "file"):
+            value = entry.get(name)
+            if isinstance(value, str) and (value.startswith("/") or ".." in Path(value).parts):
+                problems.append(f"{label}: {name} must be a relative path inside the repository")
+        if isinstance(entry.get("file"), str) and isinstance(entry.get("folder"), str) \
+                and entry["file"] != f"{entry['folder']}/{WEIGHTS_NAME}":
+            problems.append(f"{label}: file must be {entry['folder']}/{WEIGHTS_NAME}")
+        repo, rev = entry.get("hf_repo_id"), entry.get("hf_revision")
+        if repo is not None and not (isinstance(repo, str) and REPO_ID_RE.match(repo)):
+            problems.append(f"{label}: hf_repo_id must look like ORG/NAME")
+        if rev is not None and not (isinstance(rev, str) and COMMIT_RE.match(rev)):
+            problems.append(f"{label}: hf_revision must be a 40-hex commit sha (never a branch)")
+        if (repo is None) != (rev is None):
+            problems.append(f"{label}: hf_repo_id and hf_revision go together")
+        key = (entry.get("arch"), entry.get("task"), entry.get("dataset"))
+        if key in seen:
+            problems.append(f"{label}: duplicate entry")
+        seen.add(key)
+    return problems
 
 
 def read_manifest(path: Path | None = None) -> dict:
@@ -28,8 +104,10 @@ def read_manifest(path: Path | None = None) -> dict:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise LenszooError(f"weights manifest {path} is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("weights"), list):
-        raise LenszooError(f"weights manifest {path} has no 'weights' list")
+    problems = validate_manifest(manifest)
+    if problems:
+        raise LenszooError(f"weights manifest {path} is invalid: {problems[0]}"
+                           + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
     return manifest
 
 
@@ -50,10 +128,116 @@ def find_entry(arch: str, task: str, dataset: str, path: Path | None = None) -> 
     )
 
 
+# -- resolution ----------------------------------------------------------------
+def _matches(folder: Path, entry: dict) -> bool:
+    weights = folder / WEIGHTS_NAME
+    return weights.is_file() and (folder / CONFIG_NAME).is_file() and sha256_file(weights) == entry["sha256"]
+
+
+def resolve_entry(entry: dict, manifest_dir: Path | None = None) -> Path:
+    """The folder holding verified weights for a manifest entry (downloading if needed)."""
+    from .hub import download_checkpoint, is_offline
+
+    manifest_dir = manifest_dir or manifest_path().parent
+    local = manifest_dir / entry["folder"]
+    if _matches(local, entry):
+        return local
+    if (local / WEIGHTS_NAME).is_file():
+        warnings.warn(f"{local / WEIGHTS_NAME} does not match its sha256 in the manifest; trying the Hub copy",
+                      stacklevel=3)
+    label = f"{entry['arch']}/{entry['task']}/{entry['dataset']}"
+    repo, revision = entry.get("hf_repo_id"), entry.get("hf_revision")
+    if not repo:
+        raise LenszooError(f"weights for {label} are missing or corrupted at {local} and have no Hub copy; "
+                           "reinstall lenszoo from a clean checkout")
+    try:
+        folder = download_checkpoint(repo, revision, local_only=True)
+        if _matches(folder, entry):
+            return folder
+    except LenszooError:
+        raise
+    except Exception:  # not cached yet
+        pass
+    if is_offline():
+        raise LenszooError(f"weights for {label} are not in the Hugging Face cache and HF_HUB_OFFLINE=1; "
+                           f"run `lenszoo download {entry['arch']} --task {entry['task']} --dataset {entry['dataset']}` online")
+    folder = download_checkpoint(repo, revision, force=True)  # once more, fresh from the Hub
+    if not _matches(folder, entry):
+        raise LenszooError(f"the Hub copy of {label} ({repo}@{revision[:12]}) does not match the manifest's sha256; "
+                           "refusing to load it")
+    return folder
+
+
 def load(name, task="classify", dataset="A", device="cpu"):
+    from .hub import download_checkpoint, parse_hf_hub_name
     from .registry import registry
 
+    name = str(name)
+    if name.startswith("hf-hub:"):
+        repo_id, revision = parse_hf_hub_name(name)
+        folder = download_checkpoint(repo_id, revision)
+        try:
+            return load_checkpoint(folder, device=device)
+        except LenszooError as exc:
+            if "does not match the sha256" not in str(exc):
+                raise
+        return load_checkpoint(download_checkpoint(repo_id, revision, force=True), device=device)
+    if os.sep in name or name.startswith(".") or Path(name).is_dir():
+        if not Path(name).exists():
+            raise LenszooError(f"checkpoint folder {name} does not exist")
+        return load_checkpoint(name, device=device)
     check_task(task)
     registry.architecture(name)  # unknown names fail first, with suggestions
-    find_entry(name, task, dataset)
-    raise LenszooError("loading released weights is not implemented yet")
+    entry = find_entry(name, task, dataset)
+    model = load_checkpoint(resolve_entry(entry), device=device)
+    model.lenszoo_config["released"] = {k: entry.get(k) for k in ("file", "sha256", "hf_repo_id", "hf_revision")}
+    return model
+
+
+def prefetch(arch: str, task: str, dataset: str) -> Path:
+    """Make sure the weights are on disk (local folder or HF cache) for later offline use."""
+    return resolve_entry(find_entry(arch, task, dataset))
+
+
+# -- releasing -----------------------------------------------------------------
+def release(checkpoint_folder, *, manifest: Path | None = None) -> dict:
+    """Copy a checkpoint folder to ``weights/ARCH-TASK-DATASET/`` and record it in the manifest."""
+    from .hub import write_model_card
+
+    manifest = Path(manifest) if manifest else manifest_path()
+    source = Path(checkpoint_folder)
+    config = read_config(source)
+    if not config.get("dataset"):
+        raise LenszooError(f"{source}/config.json records no dataset; only checkpoints trained on A or B can be released")
+    rel = f"weights/{config['arch']}-{config['task']}-{config['dataset']}"
+    target = manifest.parent / rel
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (WEIGHTS_NAME, CONFIG_NAME):
+        shutil.copy2(source / name, target / name)
+    write_model_card(target)
+    data = json.loads(manifest.read_text()) if manifest.is_file() else {"schema_version": SCHEMA_VERSION, "weights": []}
+    entry = {
+        "arch": config["arch"], "task": config["task"], "dataset": config["dataset"],
+        "folder": rel, "file": f"{rel}/{WEIGHTS_NAME}",
+        "sha256": sha256_file(target / WEIGHTS_NAME), "size": (target / WEIGHTS_NAME).stat().st_size,
+        "hf_repo_id": None, "hf_revision": None,
+        "metrics": config.get("metrics") or {}, "recipe": config.get("recipe") or {},
+    }
+    key = (entry["arch"], entry["task"], entry["dataset"])
+    data["weights"] = [e for e in data["weights"] if (e["arch"], e["task"], e["dataset"]) != key] + [entry]
+    data["weights"].sort(key=lambda e: (e["arch"], e["task"], e["dataset"]))
+    atomic_write_text(manifest, json.dumps(data, indent=2) + "\n")
+    return entry
+
+
+def record_publication(arch: str, task: str, dataset: str, repo_id: str, commit_sha: str,
+                       *, manifest: Path | None = None) -> dict:
+    """Store the Hub repo and the commit sha an entry was published at."""
+    manifest = Path(manifest) if manifest else manifest_path()
+    data = read_manifest(manifest)
+    for entry in data["weights"]:
+        if (entry["arch"], entry["task"], entry["dataset"]) == (arch, task, dataset):
+            entry["hf_repo_id"], entry["hf_revision"] = repo_id, commit_sha
+            atomic_write_text(manifest, json.dumps(data, indent=2) + "\n")
+            return entry
+    raise LenszooError(f"{manifest} has no entry for {arch}/{task}/{dataset}; run `lenszoo release` first")

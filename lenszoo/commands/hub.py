@@ -1,0 +1,63 @@
+"""`lenszoo publish`, `lenszoo download`, `lenszoo release`: weights between runs, the repo and the Hub."""
+
+import click
+
+from ..hookspecs import hookimpl
+from ..tasks import TASKS
+
+
+@click.command("publish")
+@click.argument("path", type=click.Path())
+@click.option("--repo-id", required=True, help="Hub repo ORG/NAME (created if missing).")
+@click.option("--tag", help="Also tag the new commit.")
+@click.option("--private", is_flag=True, help="Create the repo as private.")
+@click.option("--update-manifest", is_flag=True,
+              help="Record the repo id and commit sha in weights_manifest.json (the entry must exist).")
+def publish_command(path, repo_id, tag, private, update_manifest):
+    """Upload a run's best checkpoint (or a checkpoint folder) with its model card.
+
+    The token comes from HF_TOKEN or `hf auth login`; it is never printed."""
+    from ..checkpoint import read_config
+    from ..hub import publish, resolve_checkpoint_folder
+    from ..weights import record_publication
+
+    result = publish(path, repo_id, tag=tag, private=private)
+    click.echo(f"published {result.url}")
+    click.echo(f"commit    {result.commit_sha}")
+    if result.tag:
+        click.echo(f"tag       {result.tag}")
+    if update_manifest:
+        config = read_config(resolve_checkpoint_folder(path))
+        record_publication(config["arch"], config["task"], config["dataset"], repo_id, result.commit_sha)
+        click.echo("manifest  updated")
+
+
+@click.command("download")
+@click.argument("arch")
+@click.option("--task", type=click.Choice(TASKS), default="classify", show_default=True)
+@click.option("--dataset", default="A", show_default=True)
+def download_command(arch, task, dataset):
+    """Fetch released weights into the Hugging Face cache for later offline use."""
+    from ..registry import registry
+    from ..weights import prefetch
+
+    registry.architecture(arch)
+    folder = prefetch(arch, task, dataset)
+    click.echo(f"{arch}/{task}/{dataset}: {folder}")
+
+
+@click.command("release")
+@click.argument("path", type=click.Path())
+def release_command(path):
+    """Copy a run's best checkpoint into weights/ and record it in weights_manifest.json."""
+    from ..hub import resolve_checkpoint_folder
+    from ..weights import manifest_path, release
+
+    entry = release(resolve_checkpoint_folder(path))
+    click.echo(f"released {entry['file']} (sha256 {entry['sha256'][:12]}, {entry['size']:,} bytes) in {manifest_path()}")
+
+
+@hookimpl
+def register_commands(register):
+    for command in (publish_command, download_command, release_command):
+        register(command)

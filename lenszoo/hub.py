@@ -1,0 +1,253 @@
+"""Hugging Face Hub: model cards, publishing, commit-pinned downloads into the HF cache.
+
+Endpoint, cache and offline settings are read from the environment at call
+time (``HF_ENDPOINT``, ``HF_HUB_CACHE`` / ``HF_HOME``, ``HF_HUB_OFFLINE``), not
+when huggingface_hub is first imported, so they can change within a process.
+The token comes from ``HF_TOKEN`` or the HF login and is never printed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_config, sha256_file
+from .errors import LenszooError
+
+REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+CHECKPOINT_FILES = (CONFIG_NAME, WEIGHTS_NAME)
+
+
+def endpoint() -> str | None:
+    return os.environ.get("HF_ENDPOINT") or None
+
+
+def is_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def cache_dir() -> str | None:
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    return None
+
+
+def check_repo_id(repo_id: str) -> str:
+    if not REPO_ID_RE.match(repo_id or ""):
+        raise LenszooError(f"invalid Hub repo id {repo_id!r}; use the form ORG/NAME")
+    return repo_id
+
+
+def parse_hf_hub_name(name: str) -> tuple[str, str | None]:
+    """``hf-hub:ORG/NAME@REV`` -> (repo_id, revision or None)."""
+    spec = name.removeprefix("hf-hub:")
+    repo_id, _, revision = spec.partition("@")
+    return check_repo_id(repo_id), (revision or None)
+
+
+# -- model card ----------------------------------------------------------------
+TASK_TYPES = {"classify": ("image-classification", "Image classification"),
+              "regress": ("image-regression", "Axion-mass regression")}
+
+
+def _numeric_metrics(metrics: dict):
+    """(split, name, value) for every number in a possibly split-nested metrics dict."""
+    for key, value in (metrics or {}).items():
+        if isinstance(value, dict):
+            for name, inner in value.items():
+                if isinstance(inner, (int, float)) and not isinstance(inner, bool):
+                    yield key, name, float(inner)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield "val", key, float(value)
+
+
+def model_card_text(config: dict, repo_id: str | None = None) -> str:
+    from huggingface_hub import EvalResult, ModelCardData
+
+    arch, task, dataset = config["arch"], config["task"], config.get("dataset") or "unknown"
+    task_type, task_name = TASK_TYPES.get(task, (task, task))
+    dataset_id = f"lenszoo-sim-{dataset}"
+    results = [
+        EvalResult(task_type=task_type, task_name=task_name, dataset_type=dataset_id,
+                   dataset_name=f"lenszoo simulated dataset {dataset}", dataset_split=split,
+                   metric_type=name, metric_name=f"{name} ({split})", metric_value=value)
+        for split, name, value in _numeric_metrics(config.get("metrics"))
+    ]
+    data = ModelCardData(
+        library_name="lenszoo", license="mit", datasets=[dataset_id],
+        tags=["lenszoo", "strong-lensing", "dark-matter", arch, task],
+        model_name=f"{arch}-{task}-{dataset}", eval_results=results or None,
+    )
+    load_line = (f'lenszoo.load("hf-hub:{repo_id}")' if repo_id
+                 else f'lenszoo.load("{arch}", task="{task}", dataset="{dataset}")')
+    rows = "\n".join(f"| {split} | {name} | {value:.4g} |" for split, name, value in _numeric_metrics(config.get("metrics")))
+    recipe = "\n".join(f"- `{k}`: {v}" for k, v in sorted((config.get("recipe") or {}).items()))
+    target = "3 logits, classes " + ", ".join(config.get("class_names") or []) if task == "classify" \
+        else "log10 of the axion mass in eV"
+    return f"""---
+{data.to_yaml()}
+---
+
+# {arch} · {task} · dataset {dataset}
+
+A lenszoo checkpoint: architecture `{arch}` trained to {task_name.lower()} on lenszoo's simulated strong-lensing
+dataset **{dataset}** (64×64, one channel). Output: {target}.
+
+```python
+import lenszoo
+model = {load_line}
+x = model.preprocess(images)  # the normalisation this model was trained with
+y = model(x)
+```
+
+## Metrics
+
+| split | metric | value |
+|---|---|---|
+{rows or "| - | - | - |"}
+
+## Training recipe
+
+{recipe or "- not recorded"}
+
+Normalisation: `{config.get("normalization")}`. Images seen in training: {config.get("images_seen")}.
+lenszoo version: {config.get("lenszoo_version")}.
+
+## Limitations
+
+Trained on simulations (lenstronomy, see lenszoo's `docs/datasets.md`); performance on real survey images
+is not established.
+"""
+
+
+def write_model_card(folder, repo_id: str | None = None) -> Path:
+    folder = Path(folder)
+    path = folder / CARD_NAME
+    path.write_text(model_card_text(read_config(folder), repo_id))
+    return path
+
+
+# -- publish -------------------------------------------------------------------
+@dataclass
+class Published:
+    repo_id: str
+    url: str
+    commit_sha: str
+    tag: str | None
+
+
+def resolve_checkpoint_folder(path) -> Path:
+    """A checkpoint folder, or the best checkpoint of a training run directory."""
+    path = Path(path)
+    if (path / CONFIG_NAME).is_file():
+        return path
+    for sub in ("best", "checkpoints/best", "last", "checkpoints/last"):
+        if (path / sub / CONFIG_NAME).is_file():
+            return path / sub
+    if not path.exists():
+        raise LenszooError(f"{path} does not exist; pass a run directory or a checkpoint folder")
+    raise LenszooError(f"{path} is neither a checkpoint folder (config.json + model.safetensors) nor a run directory")
+
+
+def _hub_error(exc, action: str) -> LenszooError:
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if status in (401, 403):
+        return LenszooError(f"{action}: the Hub refused the credentials (HTTP {status}); set HF_TOKEN or log in with `hf auth login`")
+    detail = f"HTTP {status}" if status else type(exc).__name__
+    return LenszooError(f"{action}: {detail}; check the repo id, your network and HF_ENDPOINT")
+
+
+def publish(path, repo_id: str, *, tag: str | None = None, private: bool = False, token: str | None = None) -> Published:
+    """Upload a checkpoint folder (model card included) to ``repo_id``; returns the commit sha."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    check_repo_id(repo_id)
+    if is_offline():
+        raise LenszooError("HF_HUB_OFFLINE is set: publishing needs the network; unset it and retry")
+    folder = resolve_checkpoint_folder(path)
+    config = read_config(folder)
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise LenszooError(f"{folder} has no {WEIGHTS_NAME}: lenszoo publishes safetensors weights only")
+    if config.get("weights_sha256") and sha256_file(weights) != config["weights_sha256"]:
+        raise LenszooError(f"{weights} does not match the sha256 in its config.json; re-export the checkpoint")
+    api = HfApi(endpoint=endpoint(), token=token)
+    with tempfile.TemporaryDirectory(prefix="lenszoo-publish-") as staging:
+        staging = Path(staging)
+        for name in CHECKPOINT_FILES:
+            shutil.copy2(folder / name, staging / name)
+        if (folder / CARD_NAME).is_file():
+            shutil.copy2(folder / CARD_NAME, staging / CARD_NAME)
+        else:
+            write_model_card(staging, repo_id)
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            info = api.upload_folder(
+                folder_path=str(staging), repo_id=repo_id,
+                commit_message=f"lenszoo: {config['arch']} {config['task']} dataset {config.get('dataset')}",
+            )
+            sha = info.oid
+            if tag:
+                api.create_tag(repo_id, tag=tag, revision=sha)
+        except HfHubHTTPError as exc:
+            raise _hub_error(exc, f"publishing to {repo_id} failed") from None
+    base = (endpoint() or "https://huggingface.co").rstrip("/")
+    return Published(repo_id, f"{base}/{repo_id}", sha, tag)
+
+
+# -- download ------------------------------------------------------------------
+def download_checkpoint(repo_id: str, revision: str | None = None, *, local_only: bool = False,
+                        force: bool = False) -> Path:
+    """Fetch config.json and model.safetensors of ``repo_id@revision`` into the HF cache.
+
+    Returns the snapshot folder. With a 40-hex revision and a warm cache no
+    request is made; ``local_only`` (or ``HF_HUB_OFFLINE=1``) never touches the network.
+    """
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    check_repo_id(repo_id)
+    offline = local_only or is_offline()
+    paths = []
+    for filename in CHECKPOINT_FILES:
+        try:
+            paths.append(hf_hub_download(
+                repo_id, filename, revision=revision, cache_dir=cache_dir(), endpoint=endpoint(),
+                local_files_only=offline, force_download=force and not offline,
+            ))
+        except LocalEntryNotFoundError:
+            where = f"{repo_id}@{revision or 'main'}"
+            if is_offline():
+                raise LenszooError(
+                    f"{where} is not in the Hugging Face cache and HF_HUB_OFFLINE=1; "
+                    f"fetch it once online (`lenszoo download ...`), then load offline") from None
+            if local_only:
+                raise
+            raise LenszooError(f"cannot reach the Hub to fetch {where}; check your network or HF_ENDPOINT") from None
+        except RepositoryNotFoundError:
+            raise LenszooError(f"Hub repo {repo_id!r} not found (or private without a token)") from None
+        except RevisionNotFoundError:
+            raise LenszooError(f"revision {revision!r} not found in Hub repo {repo_id!r}") from None
+        except EntryNotFoundError:
+            raise LenszooError(f"{repo_id}@{revision or 'main'} has no {filename}: not a lenszoo checkpoint") from None
+        except HfHubHTTPError as exc:
+            raise _hub_error(exc, f"downloading {repo_id} failed") from None
+    folders = {Path(p).parent for p in paths}
+    if len(folders) != 1:  # a moving branch changed between the two files
+        raise LenszooError(f"{repo_id}@{revision or 'main'} changed while downloading; pin a commit sha and retry")
+    return folders.pop()
