@@ -1,0 +1,390 @@
+"""Datasets A (Euclid VIS-like) and B (HST WFC3/F160W-like): lenstronomy simulations
+of a galaxy-galaxy strong lens with no substructure, CDM subhalos, or an axion vortex.
+
+This module is the ``lensing_datasets`` plugin. It registers two generators;
+each turns ``(dataset, split, index, seed)`` into one 64x64 image and its
+metadata, always the same bits for the same four values. Every number that
+shapes the images is in the generator's ``config`` (and so in every dataset
+manifest), instruments included, so a dataset means the same thing whatever
+lenstronomy release is installed. ``docs/datasets.md`` lists each choice and
+each difference from the seed's code.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import LenszooError, UnknownNameError
+from ..hookspecs import hookimpl
+from ..tasks import CLASS_NAMES
+from . import physics
+
+GENERATOR_NAME = "lenszoo.lensing"
+# Bump when the same config and seed would give different images.
+GENERATOR_VERSION = 1
+SPLITS = ("train", "val", "test")
+
+# Independent random streams per image, so that changing the class of an image
+# (same seed) keeps its source position and its background noise.
+_SOURCE_STREAM, _SUBSTRUCTURE_STREAM, _NOISE_STREAM = 0, 1, 2
+
+COMMON_CONFIG = {
+    "num_pix": 64,
+    "cosmology": {"H0": 70.0, "Om0": 0.3, "Ob0": 0.05, "z_lens": 0.5, "z_source": 1.0},
+    "main_lens": {
+        "profile": "SIE", "mass_msun": 1e12, "e1": 0.1, "e2": 0.0, "center_x": 0.0, "center_y": 0.0,
+        "shear_gamma1": 0.05, "shear_gamma2": 0.0,
+    },
+    "source": {
+        "profile": "SERSIC_ELLIPSE", "magnitude": 20.0, "R_sersic": 0.25, "n_sersic": 1.0,
+        "e1": -0.1, "e2": 0.1, "center_half_width": 0.35,  # centre x, y ~ U(-w, w) arcsec
+    },
+    "cdm": {
+        "n_subhalos": 25, "mass_min_msun": 1e6, "mass_max_msun": 1e10, "mass_function_slope": -0.9,
+        "radius_min": 0.25, "radius_max": 2.0,  # arcsec, r ~ U(min, max), angle ~ U(0, 2 pi)
+    },
+    "axion": {
+        "vortex_mass_msun": 3e10, "n_elements": 100,
+        "log10_mass_min_ev": -24.0, "log10_mass_max_ev": -22.0,
+        "half_length_coefficient": 3e-24,  # eV arcsec: half-length L = coefficient / m_a
+    },
+    "numerics": {"supersampling_factor": 1},
+}
+
+# lenstronomy SingleBand keyword arguments, written out in full (presets move between releases).
+INSTRUMENTS = {
+    "A": {
+        "description": "Euclid VIS, lenstronomy 1.9.2 preset Euclid(band='VIS', psf_type='GAUSSIAN', coadd_years=6)",
+        "band": {
+            "pixel_scale": 0.101, "read_noise": 4.2, "ccd_gain": 3.1,
+            "exposure_time": 565.0, "num_exposures": 4, "sky_brightness": 22.35,
+            "magnitude_zero_point": 24.0, "seeing": 0.16, "psf_type": "GAUSSIAN", "truncation": 5,
+            "data_count_unit": "e-",
+        },
+    },
+    "B": {
+        "description": "HST WFC3/F160W, lenstronomy HST(band='WFC3_F160W', psf_type='GAUSSIAN')",
+        "band": {
+            "pixel_scale": 0.08, "read_noise": 4.0, "ccd_gain": 2.5,
+            "exposure_time": 5400.0, "num_exposures": 1, "sky_brightness": 22.3,
+            "magnitude_zero_point": 25.96, "seeing": 0.08, "psf_type": "GAUSSIAN", "truncation": 5,
+            "data_count_unit": "e-",
+        },
+    },
+}
+
+DESCRIPTIONS = {
+    "A": "Euclid VIS-like lenses (paper's Model A, DeepLenseSim Model II), 64x64, lenstronomy",
+    "B": "HST WFC3/F160W-like lenses (paper's Model B, DeepLenseSim Model III), 64x64, lenstronomy",
+}
+
+
+def default_config(name: str) -> dict:
+    """The full config of built-in dataset ``name`` ("A" or "B")."""
+    if name not in INSTRUMENTS:
+        raise UnknownNameError("dataset", name, INSTRUMENTS)
+    config = copy.deepcopy(COMMON_CONFIG)
+    config["instrument"] = copy.deepcopy(INSTRUMENTS[name])
+    return config
+
+
+def _merge(base: dict, overrides: dict, path: str = "") -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        where = f"{path}{key}"
+        if key not in merged:
+            raise LenszooError(
+                f"unknown dataset config key {where!r}; known keys here: {', '.join(sorted(merged))}"
+            )
+        if isinstance(merged[key], dict):
+            if not isinstance(value, dict):
+                raise LenszooError(f"dataset config key {where!r} is a section; pass a dict of its keys")
+            merged[key] = _merge(merged[key], value, where + ".")
+        else:
+            merged[key] = value
+    return merged
+
+
+def _check_config(config: dict):
+    def need(ok, message):
+        if not ok:
+            raise LenszooError(f"invalid dataset config: {message}")
+
+    need(isinstance(config["num_pix"], int) and config["num_pix"] > 0, "num_pix must be a positive integer")
+    cdm, axion = config["cdm"], config["axion"]
+    need(isinstance(cdm["n_subhalos"], int) and cdm["n_subhalos"] >= 0, "cdm.n_subhalos must be an integer >= 0")
+    need(0 < cdm["mass_min_msun"] < cdm["mass_max_msun"], "need 0 < cdm.mass_min_msun < cdm.mass_max_msun")
+    need(0 <= cdm["radius_min"] <= cdm["radius_max"], "need 0 <= cdm.radius_min <= cdm.radius_max")
+    need(isinstance(axion["n_elements"], int) and axion["n_elements"] >= 2, "axion.n_elements must be an integer >= 2")
+    need(axion["log10_mass_min_ev"] <= axion["log10_mass_max_ev"],
+         "need axion.log10_mass_min_ev <= axion.log10_mass_max_ev")
+    need(axion["vortex_mass_msun"] > 0, "axion.vortex_mass_msun must be positive")
+    numerics = config["numerics"]["supersampling_factor"]
+    need(isinstance(numerics, int) and numerics >= 1, "numerics.supersampling_factor must be an integer >= 1")
+    cosmology = config["cosmology"]
+    need(0 < cosmology["z_lens"] < cosmology["z_source"], "need 0 < cosmology.z_lens < cosmology.z_source")
+    # The profiles are named in the config for the record; their keyword sets are fixed here.
+    need(config["main_lens"]["profile"] == "SIE", "main_lens.profile must be 'SIE'")
+    need(config["source"]["profile"] == "SERSIC_ELLIPSE", "source.profile must be 'SERSIC_ELLIPSE'")
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise UnknownNameError("split", split, SPLITS)
+    return split
+
+
+def _check_index(index, what="index") -> int:
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+        raise LenszooError(f"{what} must be an integer >= 0; got {index!r}")
+    return int(index)
+
+
+def _stream(image_seed: int, stream: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(image_seed, spawn_key=(stream,))))
+
+
+@dataclass
+class Realization:
+    """Every random draw behind one image: rendering it involves no more randomness
+    except the noise, which comes from ``image_seed`` too."""
+
+    class_name: str
+    image_seed: int
+    source_x: float
+    source_y: float
+    # Point masses (CDM subhalos or vortex elements), arcsec and solar masses.
+    masses_msun: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    positions_x: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    positions_y: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    axion_mass_ev: float = math.nan
+    log10_axion_mass: float = math.nan
+    vortex_angle: float = math.nan
+    vortex_half_length_arcsec: float = math.nan
+
+    def metadata(self) -> dict:
+        return {
+            "class_name": self.class_name,
+            "label": CLASS_NAMES.index(self.class_name),
+            "axion_mass_ev": float(self.axion_mass_ev),
+            "log10_axion_mass": float(self.log10_axion_mass),
+            "source_x": float(self.source_x),
+            "source_y": float(self.source_y),
+            "n_subhalos": int(self.masses_msun.size),
+            "subhalo_mass_total_msun": float(self.masses_msun.sum()),
+            "vortex_angle": float(self.vortex_angle),
+            "vortex_half_length_arcsec": float(self.vortex_half_length_arcsec),
+            "seed": int(self.image_seed),
+        }
+
+
+class _Model:
+    """lenstronomy objects built once per generator and process; images differ only in kwargs."""
+
+    def __init__(self, config: dict):
+        from lenstronomy.SimulationAPI.sim_api import SimAPI
+
+        from .deflection import PointMassEnsemble
+
+        main, source = config["main_lens"], config["source"]
+        kwargs_model = {
+            "lens_model_list": [main["profile"], "SHEAR", "TABULATED_DEFLECTIONS"],
+            "lens_profile_kwargs_list": [{}, {}, {"custom_class": PointMassEnsemble()}],
+            "source_light_model_list": [source["profile"]],
+        }
+        self.sim = SimAPI(config["num_pix"], dict(config["instrument"]["band"]), kwargs_model)
+        self.image_model = self.sim.image_model_class(dict(config["numerics"]))
+        self.background_noise = float(self.sim.background_noise)
+        self.kwargs_main = {
+            "theta_E": float(physics.einstein_radius_arcsec(main["mass_msun"], config["cosmology"])),
+            "e1": main["e1"], "e2": main["e2"], "center_x": main["center_x"], "center_y": main["center_y"],
+        }
+        self.kwargs_shear = {"gamma1": main["shear_gamma1"], "gamma2": main["shear_gamma2"], "ra_0": 0.0, "dec_0": 0.0}
+        # The amplitude for the magnitude depends on the profile's shape only, not its centre: compute it once.
+        source_mag = {k: source[k] for k in ("magnitude", "R_sersic", "n_sersic", "e1", "e2")}
+        _, (kwargs_source,), _ = self.sim.magnitude2amplitude(
+            kwargs_source_mag=[{**source_mag, "center_x": 0.0, "center_y": 0.0}]
+        )
+        self.kwargs_source = kwargs_source
+        self.shape = (config["num_pix"], config["num_pix"])
+
+
+class LensingSimulator:
+    """Generator of one dataset: ``simulate(split, index, seed)`` -> (image, metadata).
+
+    Image ``index`` of ``split`` under base ``seed`` has class
+    ``class_names[index % 3]`` unless ``class_name`` says otherwise, and is a
+    pure function of (dataset name, split, index, seed, class, noise).
+    """
+
+    version = GENERATOR_VERSION
+    generator_name = GENERATOR_NAME
+    class_names = CLASS_NAMES
+    splits = SPLITS
+
+    def __init__(self, name: str, config: dict, description: str = ""):
+        _check_config(config)
+        self.name = name
+        self.config = copy.deepcopy(config)
+        self.description = description
+        self._name_key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+        self._model: _Model | None = None
+
+    def __repr__(self):
+        return f"LensingSimulator({self.name!r}: {self.config['instrument']['description']})"
+
+    # Built lenstronomy objects stay in their process; a pickled generator rebuilds them.
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_model"] = None
+        return state
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return (self.config["num_pix"], self.config["num_pix"])
+
+    @property
+    def model(self) -> _Model:
+        if self._model is None:
+            self._model = _Model(self.config)
+        return self._model
+
+    def warm_up(self):
+        """Import lenstronomy, build its objects and compile the deflection kernel (seconds, once
+        per process), so that timings and forked workers start warm."""
+        self.render(self.draw_from_seed(0, "cdm"), noise=True)
+
+    def pixel_coordinates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) in arcsec of every pixel centre, arrays shaped like an image (lens at 0, 0)."""
+        x, y = self.model.sim.data_class.pixel_coordinates
+        return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+
+    def derived(self) -> dict:
+        """Numbers that follow from the config, for manifests and docs."""
+        cosmology = self.config["cosmology"]
+        axion = self.config["axion"]
+        pixel = self.config["instrument"]["band"]["pixel_scale"]
+        theta_main = float(physics.einstein_radius_arcsec(self.config["main_lens"]["mass_msun"], cosmology))
+        return {
+            "einstein_radius_arcsec": theta_main,
+            "einstein_radius_pixels": theta_main / pixel,
+            "field_of_view_arcsec": self.config["num_pix"] * pixel,
+            "vortex_element_einstein_radius_arcsec": float(physics.einstein_radius_arcsec(
+                axion["vortex_mass_msun"] / axion["n_elements"], cosmology)),
+            "max_subhalo_einstein_radius_arcsec": float(physics.einstein_radius_arcsec(
+                self.config["cdm"]["mass_max_msun"], cosmology)),
+        }
+
+    # -- randomness ------------------------------------------------------------
+    def image_seed(self, split: str, index: int, seed: int = 0) -> int:
+        """The 64-bit seed of image ``index`` of ``split``: all of that image's randomness."""
+        check_split(split)
+        index = _check_index(index)
+        seed = _check_index(seed, "seed")
+        sequence = np.random.SeedSequence(seed, spawn_key=(self._name_key, SPLITS.index(split), index))
+        return int(sequence.generate_state(1, np.uint64)[0])
+
+    def class_of(self, index: int) -> str:
+        return self.class_names[_check_index(index) % len(self.class_names)]
+
+    def draw(self, split: str, index: int, seed: int = 0, *, class_name: str | None = None) -> Realization:
+        """The random parameters of image ``index`` (without rendering it)."""
+        image_seed = self.image_seed(split, index, seed)
+        return self.draw_from_seed(image_seed, class_name or self.class_of(index))
+
+    def draw_from_seed(self, image_seed: int, class_name: str) -> Realization:
+        if class_name not in self.class_names:
+            raise UnknownNameError("class", class_name, self.class_names)
+        source = self.config["source"]
+        half_width = source["center_half_width"]
+        source_x, source_y = _stream(image_seed, _SOURCE_STREAM).uniform(-half_width, half_width, 2)
+        realization = Realization(class_name, int(image_seed), float(source_x), float(source_y))
+        if class_name == "cdm":
+            cdm = self.config["cdm"]
+            rng = _stream(image_seed, _SUBSTRUCTURE_STREAM)
+            count = cdm["n_subhalos"]
+            masses = physics.draw_power_law_masses(
+                rng, count, cdm["mass_min_msun"], cdm["mass_max_msun"], cdm["mass_function_slope"])
+            radius = rng.uniform(cdm["radius_min"], cdm["radius_max"], count)
+            angle = rng.uniform(0.0, 2 * math.pi, count)
+            realization.masses_msun = masses
+            realization.positions_x = radius * np.cos(angle)
+            realization.positions_y = radius * np.sin(angle)
+        elif class_name == "axion":
+            axion = self.config["axion"]
+            rng = _stream(image_seed, _SUBSTRUCTURE_STREAM)
+            log10_mass = rng.uniform(axion["log10_mass_min_ev"], axion["log10_mass_max_ev"])
+            angle = rng.uniform(0.0, 2 * math.pi)
+            axion_mass = 10.0**log10_mass
+            half_length = float(physics.vortex_half_length_arcsec(axion_mass, axion["half_length_coefficient"]))
+            count = axion["n_elements"]
+            realization.masses_msun = np.full(count, axion["vortex_mass_msun"] / count)
+            realization.positions_x, realization.positions_y = physics.vortex_positions(half_length, angle, count)
+            realization.axion_mass_ev = axion_mass
+            realization.log10_axion_mass = float(log10_mass)
+            realization.vortex_angle = angle
+            realization.vortex_half_length_arcsec = half_length
+        return realization
+
+    # -- rendering -------------------------------------------------------------
+    def kwargs_lens(self, realization: Realization) -> list[dict]:
+        """lenstronomy lens kwargs of ``realization`` (main SIE, shear, point masses)."""
+        model = self.model
+        return [
+            model.kwargs_main,
+            model.kwargs_shear,
+            {
+                "einstein_radii": physics.einstein_radius_arcsec(realization.masses_msun, self.config["cosmology"]),
+                "positions_x": realization.positions_x,
+                "positions_y": realization.positions_y,
+            },
+        ]
+
+    def render(self, realization: Realization, *, noise: bool = True) -> np.ndarray:
+        """The float32 image (counts per second per pixel) of ``realization``."""
+        model = self.model
+        kwargs_source = [{**model.kwargs_source, "center_x": realization.source_x, "center_y": realization.source_y}]
+        # No lens light and no point sources: skip their (empty) convolutions.
+        image = model.image_model.image(self.kwargs_lens(realization), kwargs_source,
+                                        lens_light_add=False, point_source_add=False)
+        if noise:
+            # lenstronomy's noise model (SingleBand.noise_for_model: background = sky + read
+            # noise, then Poisson in its Gaussian limit), drawn from this image's own stream.
+            rng = _stream(realization.image_seed, _NOISE_STREAM)
+            background = rng.standard_normal(model.shape) * model.background_noise
+            poisson = rng.standard_normal(model.shape) * model.sim.flux_noise(image)
+            image = image + background + poisson
+        return image.astype(np.float32)
+
+    def simulate(self, split: str, index: int, seed: int = 0, *, class_name: str | None = None,
+                 noise: bool = True) -> tuple[np.ndarray, dict]:
+        """Image ``index`` of ``split`` as a float32 (num_pix, num_pix) array, and its metadata."""
+        realization = self.draw(split, index, seed, class_name=class_name)
+        meta = realization.metadata()
+        meta.update(split=split, index=int(index))
+        return self.render(realization, noise=noise), meta
+
+    def simulate_from_seed(self, image_seed: int, class_name: str, *, noise: bool = True):
+        """Re-create an image from the ``seed`` and ``class_name`` in its metadata."""
+        realization = self.draw_from_seed(_check_index(image_seed, "image seed"), class_name)
+        return self.render(realization, noise=noise), realization.metadata()
+
+
+def make_factory(name: str):
+    def factory(**overrides):
+        return LensingSimulator(name, _merge(default_config(name), overrides), DESCRIPTIONS[name])
+
+    factory.__name__ = f"dataset_{name}"
+    factory.__doc__ = f"Generator of dataset {name}: {DESCRIPTIONS[name]}. Keyword overrides merge into its config."
+    return factory
+
+
+@hookimpl
+def register_datasets(register):
+    for name in ("A", "B"):
+        register(name, make_factory(name), description=DESCRIPTIONS[name])

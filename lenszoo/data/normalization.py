@@ -1,0 +1,79 @@
+"""The one image normalisation lenszoo uses for training and inference.
+
+Each image is divided by its largest absolute pixel value, so its brightest
+pixel becomes 1 (the seed scaled by the maximum too, but through a uint8 round
+trip that wrapped negative noise pixels). The scale is per image, so nothing
+has to be estimated from a training set and the same call works on any data.
+``NORMALIZATION`` names it in dataset manifests and checkpoint configs;
+``normalizer_from_config`` turns such a record back into the function.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import LenszooError
+
+NORMALIZATION = {"name": "per_image_max_abs", "version": 1}
+
+
+def _is_torch_tensor(x) -> bool:
+    # Checked by type name so that normalising numpy arrays never imports torch.
+    return type(x).__module__.startswith("torch") and hasattr(x, "amax")
+
+
+def normalize(images):
+    """``images / max|images|`` per image (over the last two axes), as float32.
+
+    Takes a numpy array or a torch tensor of shape ``(..., H, W)`` and returns
+    the same type and shape. An all-zero image is returned unchanged.
+    """
+    if _is_torch_tensor(images):
+        if images.ndim < 2:
+            raise LenszooError(f"normalize expects images of shape (..., H, W); got shape {tuple(images.shape)}")
+        x = images.float()
+        scale = x.abs().amax(dim=(-2, -1), keepdim=True)
+        return x / scale.where(scale > 0, scale.new_ones(()))
+    x = np.asarray(images, dtype=np.float32)
+    if x.ndim < 2:
+        raise LenszooError(f"normalize expects images of shape (..., H, W); got shape {x.shape}")
+    scale = np.abs(x).max(axis=(-2, -1), keepdims=True)
+    scale[scale == 0] = 1.0
+    return (x / scale).astype(np.float32, copy=False)
+
+
+def identity(images):
+    """No normalisation (ablations only): float32 of the same type."""
+    if _is_torch_tensor(images):
+        return images.float()
+    return np.asarray(images, dtype=np.float32)
+
+
+# name -> {version: function}; a changed formula gets a new version, never an edit.
+_NORMALIZERS = {
+    "per_image_max_abs": {1: normalize},
+    "none": {1: identity},
+}
+
+
+def normalizer_from_config(config):
+    """The function a ``NORMALIZATION``-style record (``{"name", "version"}``) names."""
+    if isinstance(config, str):
+        config = {"name": config, "version": 1}
+    if not isinstance(config, dict) or "name" not in config:
+        raise LenszooError(
+            f"a normalisation record is a dict like {NORMALIZATION}; got {config!r}"
+        )
+    name, version = config["name"], config.get("version", 1)
+    if name not in _NORMALIZERS:
+        raise LenszooError(
+            f"unknown normalisation {name!r}; this lenszoo knows: {', '.join(sorted(_NORMALIZERS))} "
+            "(upgrade lenszoo if the checkpoint or dataset came from a newer one)"
+        )
+    versions = _NORMALIZERS[name]
+    if version not in versions:
+        raise LenszooError(
+            f"normalisation {name!r} version {version!r} is unknown; known versions: "
+            f"{', '.join(map(str, sorted(versions)))} (upgrade lenszoo)"
+        )
+    return versions[version]
