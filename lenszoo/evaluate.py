@@ -1,0 +1,322 @@
+"""``lenszoo evaluate``: test-set metrics, rotation robustness and plots for a trained model.
+
+The model's own normalisation (from its checkpoint config) is applied to raw
+images, so a rotated image is normalised after rotating, as a user's would be.
+Results go to one folder, written whole or not at all::
+
+    results.json            everything ``lenszoo report`` needs
+    roc_curves.png  confusion_matrix.png      (classify)
+    scatter.png                               (regress)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import CONFIG_NAME, atomic_folder, load_checkpoint
+from .errors import LenszooError
+from .tasks import CLASS_NAMES, check_task
+
+RESULTS_FORMAT = "lenszoo-evaluation"
+RESULTS_FILE = "results.json"
+SPLITS = ("train", "val", "test")
+
+
+# -- the model -------------------------------------------------------------------------------
+def resolve_model(name, *, task=None, dataset=None, device="cpu"):
+    """``(model, description)`` for a run directory, a checkpoint folder or a pretrained name."""
+    from .train import RUN_FILE
+
+    path = Path(name)
+    if path.is_dir():
+        if (path / RUN_FILE).is_file():
+            best = path / "best"
+            if not (best / CONFIG_NAME).is_file():
+                raise LenszooError(f"run {path} has no best checkpoint yet (no epoch finished); "
+                                   f"train longer or resume it with `lenszoo train --resume --out {path}`")
+            return load_checkpoint(best, device=device), {"kind": "run", "path": str(path.resolve())}
+        if (path / CONFIG_NAME).is_file():
+            return load_checkpoint(path, device=device), {"kind": "checkpoint", "path": str(path.resolve())}
+        raise LenszooError(f"{path} is neither a run directory (run.json) nor a checkpoint folder "
+                           "(config.json + model.safetensors); pass one of those or a pretrained name")
+    if path.exists():
+        raise LenszooError(f"{path} is a file; pass a run directory, a checkpoint folder or a pretrained name")
+    if "/" in str(name) and not str(name).startswith("hf-hub:"):
+        raise LenszooError(f"{name} does not exist; pass a run directory, a checkpoint folder or a pretrained name")
+    import lenszoo
+
+    model = lenszoo.load(name, task=task or "classify", dataset=dataset or "A", device=device)
+    return model, {"kind": "pretrained", "name": str(name)}
+
+
+# -- the data ----------------------------------------------------------------------------------
+def load_test_data(task, *, dataset=None, split="test", data_dir=None, n_per_class=2000, seed=0, workers=0):
+    """Raw (unnormalised) images, targets and a description of where they came from."""
+    from .train import load_items, open_stored, stream_fetch
+
+    if split not in SPLITS:
+        raise LenszooError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    if data_dir is not None:
+        stored = open_stored(data_dir, task, normalized=False)
+        if dataset is not None and stored.dataset_name != dataset:
+            raise LenszooError(f"{data_dir} holds dataset {stored.dataset_name!r}, not {dataset!r}; "
+                               "drop --dataset or pass data of that dataset")
+        if stored.split is not None and stored.split != split:
+            raise LenszooError(f"{data_dir} holds the {stored.split!r} split, not {split!r}; "
+                               f"pass --split {stored.split} or data of the {split} split")
+        indices = np.arange(len(stored))
+        images, targets = load_items(stored.__getitem__, indices, workers=workers)
+        return images, targets, {"source": "stored", "path": str(Path(data_dir).resolve()),
+                                 "dataset": stored.dataset_name, "split": split, "n": len(indices)}
+    if dataset is None:
+        raise LenszooError("no test data: give --dataset (to simulate) or --data DIR")
+    from .registry import registry
+
+    registry.dataset(dataset)
+    if n_per_class <= 0:
+        raise LenszooError(f"--n-per-class must be positive, got {n_per_class}")
+    n = n_per_class * (len(CLASS_NAMES) if task == "classify" else 1)
+    started = time.perf_counter()
+    fetch = stream_fetch(dataset, split, task, seed, normalized=False)
+    images, targets = load_items(fetch, np.arange(n), workers=workers)
+    return images, targets, {"source": "stream", "dataset": dataset, "split": split, "n": n,
+                             "n_per_class": n_per_class, "stream_seed": seed,
+                             "simulation_s": round(time.perf_counter() - started, 1)}
+
+
+# -- rotations ---------------------------------------------------------------------------------
+def rotate(images, angles_deg):
+    """Rotate each ``(1, H, W)`` image about its centre by its angle in degrees, in ``torch.rot90``'s
+    sense (90 equals ``rot90(k=1)``); bicubic, mirrored edges."""
+    import torch
+    import torch.nn.functional as F
+
+    theta = torch.as_tensor(angles_deg, dtype=torch.float64) * math.pi / 180
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    zero = torch.zeros_like(cos)
+    # grid_sample maps output to input (x right, y down) coordinates.
+    affine = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(affine.to(images.dtype), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bicubic", padding_mode="reflection", align_corners=False)
+
+
+def rotation_variants(images, seed=0):
+    """``(name, rotated images)``: quarter turns (exact) and one random angle per image."""
+    import torch
+
+    for k in (1, 2, 3):
+        yield f"rot{90 * k}", torch.rot90(images, k, dims=(-2, -1))
+    rng = np.random.Generator(np.random.PCG64(seed))
+    angles = rng.uniform(0.0, 360.0, size=len(images))
+    out = []
+    for start in range(0, len(images), 512):
+        out.append(rotate(images[start : start + 512], angles[start : start + 512]))
+    yield "random", torch.cat(out)
+
+
+# -- metrics -----------------------------------------------------------------------------------
+def classification_metrics(logits, targets) -> dict:
+    import torch
+    from sklearn.metrics import confusion_matrix, roc_auc_score
+
+    probs = torch.softmax(logits.double(), 1).numpy()
+    y = targets.numpy().astype(int)
+    predicted = probs.argmax(1)
+    labels = list(range(len(CLASS_NAMES)))
+    matrix = confusion_matrix(y, predicted, labels=labels)
+    metrics = {"n": int(len(y)), "accuracy": float((predicted == y).mean()),
+               "confusion_matrix": matrix.tolist(), "confusion_matrix_axes": "rows: true class, columns: predicted",
+               "recall": {name: float(matrix[i, i] / matrix[i].sum()) if matrix[i].sum() else None
+                          for i, name in enumerate(CLASS_NAMES)}}
+    present = sorted(set(y.tolist()))
+    if present == labels:
+        metrics["auc"] = float(roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=labels))
+        metrics["auc_per_class"] = {name: float(roc_auc_score(y == i, probs[:, i]))
+                                    for i, name in enumerate(CLASS_NAMES)}
+    else:
+        metrics["auc"] = None
+        metrics["auc_note"] = "AUC needs every class in the test set"
+    return metrics
+
+
+def regression_metrics(predictions, targets) -> dict:
+    pred = predictions.reshape(-1).double().numpy()
+    true = targets.reshape(-1).double().numpy()
+    err = pred - true
+    return {"n": int(len(true)), "unit": "dex (log10 m_a/eV)", "rmse": float(np.sqrt(np.mean(err**2))),
+            "mse": float(np.mean(err**2)), "mae": float(np.mean(np.abs(err))), "bias": float(np.mean(err)),
+            "mae_predicting_mean": float(np.mean(np.abs(true - true.mean())))}
+
+
+def task_metrics(task, outputs, targets):
+    return classification_metrics(outputs, targets) if task == "classify" else regression_metrics(outputs, targets)
+
+
+def predict_raw(model, images, preprocess, device, batch_size=256):
+    from .train import predict
+
+    return predict(model, preprocess(images) if preprocess is not None else images, device, batch_size)
+
+
+def evaluate_model(model, images, targets, *, task, device="cpu", rotations=False, seed=0, batch_size=256, log=None):
+    """Metrics of ``model`` on raw ``images`` (and their rotations); returns ``(results, outputs)``."""
+    preprocess = getattr(model, "preprocess", None)
+    outputs = predict_raw(model, images, preprocess, device, batch_size)
+    results = {"metrics": task_metrics(task, outputs, targets)}
+    if rotations:
+        results["rotations"] = {}
+        for name, rotated in rotation_variants(images, seed):
+            rotated_out = predict_raw(model, rotated, preprocess, device, batch_size)
+            change = (rotated_out - outputs).abs()
+            entry = {"metrics": task_metrics(task, rotated_out, targets),
+                     "mean_abs_output_change": float(change.mean()), "max_abs_output_change": float(change.max())}
+            if task == "classify":
+                entry["prediction_change_rate"] = float((rotated_out.argmax(1) != outputs.argmax(1)).double().mean())
+            results["rotations"][name] = entry
+            if log:
+                log(f"  {name}: {_headline(task, entry['metrics'])}, mean |output change| "
+                    f"{entry['mean_abs_output_change']:.3g}")
+    return results, outputs
+
+
+def _headline(task, metrics):
+    if task == "classify":
+        auc = f", AUC {metrics['auc']:.4f}" if metrics.get("auc") is not None else ""
+        return f"accuracy {metrics['accuracy']:.2%}{auc}"
+    return f"MAE {metrics['mae']:.3f} dex, RMSE {metrics['rmse']:.3f}, bias {metrics['bias']:+.3f}"
+
+
+# -- plots -------------------------------------------------------------------------------------
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_roc(path, logits, targets, title):
+    import torch
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    plt = _pyplot()
+    probs = torch.softmax(logits.double(), 1).numpy()
+    y = targets.numpy().astype(int)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for i, name in enumerate(CLASS_NAMES):
+        if len(set((y == i).tolist())) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y == i, probs[:, i])
+        ax.plot(fpr, tpr, label=f"{name} vs rest (AUC {roc_auc_score(y == i, probs[:, i]):.4f})")
+    ax.plot([0, 1], [0, 1], color="grey", ls=":")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(path, matrix, title):
+    plt = _pyplot()
+    matrix = np.asarray(matrix)
+    fractions = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(CLASS_NAMES)):
+        for j in range(len(CLASS_NAMES)):
+            ax.text(j, i, f"{matrix[i, j]}\n{fractions[i, j]:.1%}", ha="center", va="center",
+                    color="white" if fractions[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+    ax.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_scatter(path, predictions, targets, metrics, title):
+    plt = _pyplot()
+    pred = predictions.reshape(-1).numpy()
+    true = targets.reshape(-1).numpy()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(true, pred, s=4, alpha=0.4)
+    low, high = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
+    ax.plot([low, high], [low, high], color="grey", ls=":", label="prediction = truth")
+    ax.set(xlabel="true log10(m_a / eV)", ylabel="predicted log10(m_a / eV)",
+           title=f"{title}\nMAE {metrics['mae']:.3f} dex, RMSE {metrics['rmse']:.3f}, bias {metrics['bias']:+.3f}")
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# -- the command -----------------------------------------------------------------------------------
+def default_out(model_info, config, dataset, split, rotations) -> Path:
+    suffix = f"{dataset}-{split}" + ("-rotations" if rotations else "")
+    if model_info["kind"] == "run":
+        return Path(model_info["path"]) / "eval" / suffix
+    return Path("eval") / f"{config['arch']}-{config['task']}-{suffix}"
+
+
+def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_per_class=2000, task=None,
+                   rotations=False, seed=0, batch_size=256, device="auto", workers=0, out=None, log=None) -> dict:
+    """Evaluate and write ``results.json`` plus plots; returns the results dict."""
+    from . import __version__
+    from .train import resolve_device
+
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    if task is not None:
+        check_task(task)
+    if batch_size <= 0:
+        raise LenszooError(f"--batch-size must be positive, got {batch_size}")
+    torch_device = resolve_device(device)
+    model, model_info = resolve_model(model_name, task=task, dataset=dataset, device=torch_device)
+    config = model.lenszoo_config
+    model_task = config["task"]
+    if task is not None and task != model_task:
+        raise LenszooError(f"{model_name} is a {model_task!r} model, not {task!r}; drop --task or pass a {task} model")
+    dataset = dataset or (config.get("dataset") if data_dir is None else None)
+    images, targets, data_info = load_test_data(model_task, dataset=dataset, split=split, data_dir=data_dir,
+                                                n_per_class=n_per_class, seed=seed, workers=workers)
+    dataset = data_info["dataset"]
+    log(f"evaluating {config['arch']} ({model_task}, trained on {config.get('dataset')}) on {data_info['n']} "
+        f"{dataset}/{split} images ({data_info['source']})")
+    results, outputs = evaluate_model(model, images, targets, task=model_task, device=torch_device,
+                                      rotations=rotations, seed=seed, batch_size=batch_size, log=log)
+    log(f"{dataset}/{split}: {_headline(model_task, results['metrics'])}")
+    record = {
+        "format": RESULTS_FORMAT, "format_version": 1, "lenszoo_version": __version__,
+        "arch": config["arch"], "task": model_task, "dataset": dataset, "split": split, "n": data_info["n"],
+        "trained_on": config.get("dataset"), "model": {**model_info, "images_seen": config.get("images_seen"),
+                                                      "recipe": config.get("recipe"),
+                                                      "model_args": config.get("model_args"),
+                                                      "parameters": sum(p.numel() for p in model.parameters()),
+                                                      "weights_sha256": config.get("weights_sha256")},
+        "data": data_info, "metrics": results["metrics"], "rotations": results.get("rotations"),
+        "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    out = Path(out) if out else default_out(model_info, config, dataset, split, rotations)
+    title = f"{config['arch']} on {dataset}/{split} (n={data_info['n']})"
+    with atomic_folder(out) as tmp:
+        plots = []
+        if model_task == "classify":
+            plot_roc(tmp / "roc_curves.png", outputs, targets, title)
+            plot_confusion(tmp / "confusion_matrix.png", results["metrics"]["confusion_matrix"], title)
+            plots += ["roc_curves.png", "confusion_matrix.png"]
+        else:
+            plot_scatter(tmp / "scatter.png", outputs, targets, results["metrics"], title)
+            plots.append("scatter.png")
+        record["plots"] = plots
+        (tmp / RESULTS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    log(f"results in {out / RESULTS_FILE}")
+    record["out"] = str(out)
+    return record

@@ -1,0 +1,176 @@
+"""``lenszoo report``: Markdown tables of evaluation results in the shape of the seed paper's.
+
+Table 1 (classification): rows architecture x dataset, accuracy and macro AUC.
+Table 2 (regression): rows architecture x dataset, MSE, RMSE, MAE (and bias) in dex.
+Several results for one row (seeds) are shown as mean ± standard deviation.
+
+``--paper FILE.json`` puts published numbers beside lenszoo's; the file is
+supplied by the user (lenszoo ships no numbers it cannot verify)::
+
+    {"source": "Author et al. 2024, Tables 1 and 2",
+     "classify": [{"arch": "resnet50", "dataset": "A", "accuracy": 0.93, "auc": 0.98}],
+     "regress":  [{"arch": "resnet50", "dataset": "B", "mse": 0.01, "mae": 0.08}]}
+
+Accuracy is a fraction (0.93, not 93); any metric may be left out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from .errors import LenszooError
+
+CLASSIFY_COLUMNS = (("accuracy", "Accuracy"), ("auc", "AUC"))
+REGRESS_COLUMNS = (("mse", "MSE"), ("rmse", "RMSE"), ("mae", "MAE"), ("bias", "bias"))
+ROTATION_NAMES = ("rot90", "rot180", "rot270", "random")
+
+
+def find_results(paths) -> list[Path]:
+    """Result files named directly or found (recursively) in the named folders."""
+    from .evaluate import RESULTS_FILE
+
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files = sorted(path.rglob(RESULTS_FILE))
+            if not files:
+                raise LenszooError(f"no {RESULTS_FILE} under {path}; run `lenszoo evaluate` first")
+            found += files
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise LenszooError(f"{path} does not exist; pass results.json files or folders holding them")
+    if not found:
+        raise LenszooError("no results given; pass results.json files or folders written by `lenszoo evaluate`")
+    return found
+
+
+def load_results(paths) -> list[dict]:
+    from .evaluate import RESULTS_FORMAT
+
+    results = []
+    for path in find_results(paths):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise LenszooError(f"cannot read {path} as JSON ({exc}); pass results written by `lenszoo evaluate`") from None
+        if not isinstance(record, dict) or record.get("format") != RESULTS_FORMAT:
+            raise LenszooError(f"{path} is not a lenszoo evaluation result; pass results written by `lenszoo evaluate`")
+        record["_path"] = str(path)
+        results.append(record)
+    return results
+
+
+def load_paper(path) -> dict:
+    """Published numbers, checked: ``{"classify": [...], "regress": [...]}`` (see module docstring)."""
+    try:
+        paper = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LenszooError(f"cannot read --paper {path} as JSON ({exc})") from None
+    if not isinstance(paper, dict) or not any(k in paper for k in ("classify", "regress")):
+        raise LenszooError(f"--paper {path} needs a 'classify' and/or 'regress' list of "
+                           '{"arch": ..., "dataset": ..., metric: value} rows')
+    table = {}
+    for task, columns in (("classify", CLASSIFY_COLUMNS), ("regress", REGRESS_COLUMNS)):
+        for i, row in enumerate(paper.get(task, [])):
+            if not isinstance(row, dict) or "arch" not in row or "dataset" not in row:
+                raise LenszooError(f"--paper {path}: {task}[{i}] needs 'arch' and 'dataset'")
+            for key, _ in columns:
+                value = row.get(key)
+                if value is not None and not isinstance(value, (int, float)):
+                    raise LenszooError(f"--paper {path}: {task}[{i}].{key} must be a number, got {value!r}")
+            if task == "classify" and row.get("accuracy") is not None and row["accuracy"] > 1:
+                raise LenszooError(f"--paper {path}: {task}[{i}].accuracy is {row['accuracy']}; "
+                                   "give accuracy as a fraction (0.93, not 93)")
+            table[(task, row["arch"], str(row["dataset"]))] = row
+    return {"source": paper.get("source"), "rows": table}
+
+
+def _mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+    return mean, std
+
+
+def _cell(values, key):
+    mean, std = _mean_std(values)
+    if mean is None:
+        return "—"
+    if key == "accuracy":
+        text = f"{100 * mean:.2f} %"
+        return text if std is None else f"{100 * mean:.2f} ± {100 * std:.2f} %"
+    digits = 4
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _table(headers, rows):
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def build_report(results: list[dict], paper: dict | None = None, rotations: bool = False) -> str:
+    """The Markdown text: one table per task present (in the results or the paper file)."""
+    groups = defaultdict(list)
+    for record in results:
+        groups[(record["task"], record["arch"], str(record["dataset"]), record.get("split", "test"))].append(record)
+    show_split = any(key[3] != "test" for key in groups)
+    paper_rows = paper["rows"] if paper else {}
+    sections = []
+    for task, title, columns in (("classify", "Table 1: classification (no_sub / cdm / axion)", CLASSIFY_COLUMNS),
+                                 ("regress", "Table 2: axion mass regression, log10(m_a / eV) in dex",
+                                  REGRESS_COLUMNS)):
+        keys = sorted(k for k in groups if k[0] == task)
+        paper_only = sorted(k for k in paper_rows if k[0] == task and not any(g[1:3] == k[1:] for g in keys))
+        if not keys and not paper_only:
+            continue
+        headers = ["Architecture", "Dataset"] + (["Split"] if show_split else [])
+        headers += [label for _, label in columns]
+        if paper:
+            headers += [f"paper {label}" for _, label in columns]
+        if rotations and task == "classify":
+            headers += [f"Acc. {name}" for name in ROTATION_NAMES] + ["mean abs Δlogit (random)"]
+        if rotations and task == "regress":
+            headers += [f"MAE {name}" for name in ROTATION_NAMES] + ["mean abs Δ (random, dex)"]
+        headers += ["n test", "runs"]
+        rows = []
+        for key in keys:
+            records = groups[key]
+            row = [key[1], key[2]] + ([key[3]] if show_split else [])
+            row += [_cell([r["metrics"].get(k) for r in records], k) for k, _ in columns]
+            if paper:
+                published = paper_rows.get((task, key[1], key[2]), {})
+                row += [_cell([published.get(k)], k) for k, _ in columns]
+            if rotations:
+                metric = "accuracy" if task == "classify" else "mae"
+                for name in ROTATION_NAMES:
+                    row.append(_cell([((r.get("rotations") or {}).get(name) or {}).get("metrics", {}).get(metric)
+                                      for r in records], metric))
+                row.append(_cell([((r.get("rotations") or {}).get("random") or {}).get("mean_abs_output_change")
+                                  for r in records], "change"))
+            sizes = sorted({r.get("n") for r in records})
+            row += ["/".join(str(s) for s in sizes), len(records)]
+            rows.append(row)
+        for key in paper_only:
+            published = paper_rows[key]
+            row = [key[1], key[2]] + (["—"] if show_split else []) + ["—" for _ in columns]
+            row += [_cell([published.get(k)], k) for k, _ in columns]
+            if rotations:
+                row += ["—"] * (len(ROTATION_NAMES) + 1)
+            rows.append(row + ["—", 0])
+        sections.append(f"### {title}\n\n{_table(headers, rows)}")
+    if not sections:
+        raise LenszooError("the results hold no classify or regress evaluations")
+    notes = ["Accuracy and AUC (macro one-vs-rest) on the test split; regression errors in dex. "
+             "Several runs of one row: mean ± standard deviation."]
+    if paper and paper.get("source"):
+        notes.append(f"Paper numbers: {paper['source']}.")
+    if rotations:
+        notes.append("Rotation columns: the same test images turned by 90°, 180°, 270° and by one random angle each.")
+    return "\n\n".join(sections) + "\n\n" + " ".join(notes) + "\n"

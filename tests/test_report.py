@@ -1,0 +1,82 @@
+"""`lenszoo report`: Markdown tables in the shape of the seed paper's Tables 1 and 2."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+
+def result_file(folder, arch, dataset, task="classify", **metrics):
+    record = {"format": "lenszoo-evaluation", "format_version": 1, "arch": arch, "task": task,
+              "dataset": dataset, "split": "test", "n": 6000 if task == "classify" else 2000,
+              "metrics": metrics, "rotations": None}
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps(record))
+    return folder / "results.json"
+
+
+def cli(*args):
+    from lenszoo.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def table_rows(text, title):
+    section = text.split(title, 1)[1].split("###", 1)[0]
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("|")]
+
+
+@pytest.fixture
+def results(tmp_path):
+    result_file(tmp_path / "c8-A-s0", "c8_steerable", "A", accuracy=0.96, auc=0.996)
+    result_file(tmp_path / "c8-A-s1", "c8_steerable", "A", accuracy=0.98, auc=0.998)
+    result_file(tmp_path / "resnet-B", "resnet50", "B", accuracy=0.99, auc=0.9998)
+    result_file(tmp_path / "c8-reg-B", "c8_steerable", "B", task="regress", mse=0.09, rmse=0.3, mae=0.2, bias=-0.01)
+    return tmp_path
+
+
+def test_tables_have_one_row_per_arch_and_dataset(results):
+    result = cli("report", results)
+    assert result.exit_code == 0, result.output
+    classify = table_rows(result.output, "Table 1")
+    assert classify[0][:4] == ["Architecture", "Dataset", "Accuracy", "AUC"]
+    assert classify[2][:4] == ["c8_steerable", "A", "97.00 ± 1.41 %", "0.9970 ± 0.0014"]  # two seeds
+    assert classify[2][-1] == "2"
+    assert classify[3][:4] == ["resnet50", "B", "99.00 %", "0.9998"]
+    regress = table_rows(result.output, "Table 2")
+    assert regress[0][:6] == ["Architecture", "Dataset", "MSE", "RMSE", "MAE", "bias"]
+    assert regress[2][:6] == ["c8_steerable", "B", "0.0900", "0.3000", "0.2000", "-0.0100"]
+
+
+def test_paper_numbers_side_by_side(results, tmp_path):
+    paper = tmp_path / "paper.json"
+    paper.write_text(json.dumps({"source": "Seed paper, Tables 1-2", "classify": [
+        {"arch": "c8_steerable", "dataset": "A", "accuracy": 0.95, "auc": 0.99},
+        {"arch": "etn", "dataset": "A", "accuracy": 0.9}]}))
+    out = tmp_path / "report" / "tables.md"
+    result = cli("report", results, "--paper", paper, "--out", out)
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    rows = table_rows(text, "Table 1")
+    assert rows[0][4:6] == ["paper Accuracy", "paper AUC"]
+    assert rows[2][4:6] == ["95.00 %", "0.9900"]
+    assert rows[-1][:6] == ["etn", "A", "—", "—", "90.00 %", "—"]  # paper-only row
+    assert "Seed paper, Tables 1-2" in text
+
+
+def test_bad_inputs_are_one_line_errors(results, tmp_path):
+    def error(*args):
+        result = cli("report", *args)
+        assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+        return result.output
+
+    assert "does not exist" in error(tmp_path / "missing.json")
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"accuracy": 1}))
+    assert "not a lenszoo evaluation result" in error(other)
+    paper = tmp_path / "paper.json"
+    paper.write_text(json.dumps({"classify": [{"arch": "resnet50", "dataset": "B", "accuracy": 93.1}]}))
+    assert "fraction" in error(results, "--paper", paper)
+    (tmp_path / "empty").mkdir()
+    assert "no results.json" in error(tmp_path / "empty")
