@@ -353,31 +353,14 @@ def open_stored(path, task, *, normalized=True):
                            "write it with `lenszoo simulate`") from None
 
 
-class StreamItems:
-    """``position -> (image, target)`` of a ``StreamingDataset``: the stream is a pure function of position,
-    so any position (a resumed run's next batch) is simulated directly, without replaying earlier ones."""
+def stream_fetch(dataset: str, split: str, task: str, seed: int, *, normalized=True):
+    """``position -> (image, target)`` for the simulated ``dataset``/``split`` stream with ``seed``.
 
-    def __init__(self, stream, normalized=True):
-        from .data.normalization import normalizer_from_config
-
-        self.stream = stream
-        self.normalizer = normalizer_from_config(stream.normalization if normalized else {"name": "none"})
-
-    def __call__(self, position: int):
-        from .data.torch_datasets import make_item
-
-        stream = self.stream
-        index, class_name = stream.stream_index(position)
-        image, meta = stream.generator.simulate(stream.split, index, stream.seed, class_name=class_name,
-                                                noise=stream.noise)
-        return make_item(image, meta["label"], meta["log10_axion_mass"], stream.task, self.normalizer)
-
-
-def stream_fetch(dataset: str, split: str, task: str, seed: int, *, normalized=True) -> StreamItems:
-    """``position -> (image, target)`` for the simulated ``dataset``/``split`` stream with ``seed``."""
+    The stream is a pure function of position, so any position (a resumed run's next batch) is
+    simulated directly, without replaying earlier ones."""
     from .data import StreamingDataset
 
-    return StreamItems(StreamingDataset(dataset, split, task, epoch_size=1, seed=seed), normalized)
+    return StreamingDataset(dataset, split, task, epoch_size=1, seed=seed, normalized=normalized).item
 
 
 @dataclass

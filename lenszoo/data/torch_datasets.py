@@ -136,7 +136,7 @@ class StreamingDataset(IterableDataset):
     """
 
     def __init__(self, dataset, split: str, task: str = "classify", *, epoch_size: int, seed: int = 0,
-                 noise: bool = True, rank: int = 0, world_size: int = 1):
+                 noise: bool = True, rank: int = 0, world_size: int = 1, normalized: bool = True):
         self.task = check_task(task)
         self.generator = resolve_generator(dataset)
         splits = tuple(getattr(self.generator, "splits", ()))
@@ -160,7 +160,7 @@ class StreamingDataset(IterableDataset):
         self.class_names = tuple(self.generator.class_names)
         self.dataset_name = self.generator.name
         self.normalization = NORMALIZATION
-        self._normalizer = normalizer_from_config(NORMALIZATION)
+        self._normalizer = normalizer_from_config(NORMALIZATION if normalized else {"name": "none"})
         self._axion = axion_label(self.class_names) if task == "regress" else None
         self.manifest = {
             "dataset": self.dataset_name, "split": split, "seed": self.seed, "noise": self.noise,
