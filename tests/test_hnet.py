@@ -1,0 +1,210 @@
+"""hnet: lenszoo's Harmonic Network (shapes, checkpoints, training, rotation behaviour, layers)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import lenszoo
+from lenszoo.archs.hnet import HarmonicConv2d, MagnitudeBatchNorm, MagnitudeNonlinearity
+from lenszoo.archs.layers import rotate_images
+from lenszoo.checkpoint import load_checkpoint, save_checkpoint
+
+COORDS = (torch.arange(64) + 0.5) / 32 - 1
+YY, XX = torch.meshgrid(COORDS, COORDS, indexing="ij")
+
+
+def smooth_centred_images(n, seed=0):
+    """Elongated, rotation-sensitive features (a lopsided arc and a bar) that fade well inside the frame."""
+    gen = torch.Generator().manual_seed(seed)
+    images = []
+    for _ in range(n):
+        radius, arc_phase, bar_angle, cx, cy, brightness = torch.rand(6, generator=gen).tolist()
+        r, phi = torch.hypot(XX, YY), torch.atan2(YY, XX)
+        arc = torch.exp(-(r - 0.35 - 0.2 * radius) ** 2 / (2 * 0.1**2)) * (1 + torch.cos(phi - 6.28 * arc_phase)) / 2
+        c, s = math.cos(6.28 * bar_angle), math.sin(6.28 * bar_angle)
+        dx, dy = XX - 0.4 * cx + 0.2, YY - 0.4 * cy + 0.2
+        u, v = dx * c + dy * s, -dx * s + dy * c
+        bar = (0.5 + brightness) * torch.exp(-u**2 / (2 * 0.3**2) - v**2 / (2 * 0.12**2))
+        images.append((arc + bar) * torch.exp(-((XX**2 + YY**2) ** 4) / 0.3))
+    return torch.stack(images)[:, None]
+
+
+def settle_batch_norm(model, seed=0):
+    """A few train-mode passes so eval-mode batch norm uses data statistics, then eval mode."""
+    model.train()
+    with torch.no_grad():
+        for step in range(3):
+            model(smooth_centred_images(16, seed=100 + step))
+    return model.eval()
+
+
+def plain_cnn_like_hnet():
+    """A plain CNN with hnet's layout (5x5 convs, same pooling, ~16k parameters, spatial mean)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 5, padding=2), nn.AvgPool2d(2), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 16, 5, padding=2), nn.AvgPool2d(2), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 16, 5, padding=2), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 16, 5, padding=2), nn.AvgPool2d(2), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 16, 5, padding=2), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3),
+    )
+
+
+def rotation_change(model, images, degrees):
+    """Mean logit change under rotation, relative to the mean logit distance between the images."""
+    with torch.no_grad():
+        logits = model(images)
+        rotated = model(rotate_images(images, degrees))
+    between_images = torch.cdist(logits, logits).sum() / (len(images) * (len(images) - 1))
+    return ((rotated - logits).norm(dim=1).mean() / between_images).item()
+
+
+@pytest.mark.parametrize("task, width", [("classify", 3), ("regress", 1)])
+def test_output_shapes_for_each_task(task, width):
+    model = lenszoo.create_model("hnet", task=task)
+    assert model(torch.rand(2, 1, 64, 64)).shape == (2, width)
+    assert model.eval()(torch.rand(1, 1, 64, 64)).shape == (1, width)
+
+
+def test_hyperparameters_are_recorded_for_checkpoints():
+    model = lenszoo.create_model("hnet", widths=[4, 8], depths=[1, 1])
+    assert model.lenszoo_config["model_args"]["widths"] == [4, 8]
+    defaults = lenszoo.get_architecture("hnet").default_config["model_args"]
+    assert defaults["widths"] == [6, 8, 12, 16] and defaults["kernel_size"] == 5 and defaults["n_rings"] == 4
+
+
+def test_checkpoint_round_trip_is_exact_and_strict(tmp_path):
+    torch.manual_seed(0)
+    model = lenszoo.create_model("hnet", task="regress")
+    settle_batch_norm(model)
+    folder = save_checkpoint(tmp_path / "hnet", model)
+    loaded = load_checkpoint(folder)
+    x = smooth_centred_images(3)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert set(loaded.state_dict()) == set(model.state_dict())
+
+
+def test_one_optimisation_step_lowers_the_loss():
+    torch.manual_seed(0)
+    model = lenszoo.create_model("hnet")
+    x, y = smooth_centred_images(12, seed=1), torch.arange(12) % 3
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss = F.cross_entropy(model(x), y)
+    optimiser.zero_grad()
+    loss.backward()
+    optimiser.step()
+    assert F.cross_entropy(model(x), y).item() < loss.item()
+
+
+def test_logits_are_invariant_to_rot90():
+    torch.manual_seed(0)
+    model = settle_batch_norm(lenszoo.create_model("hnet"))
+    x = torch.cat([smooth_centred_images(2), torch.rand(2, 1, 64, 64)])  # noise too: exactness is not smoothness
+    with torch.no_grad():
+        logits = model(x)
+        for k in (1, 2, 3):
+            change = (model(torch.rot90(x, k, dims=(-2, -1))) - logits).norm(dim=1) / logits.norm(dim=1)
+            assert change.max() < 1e-4, (k, change)
+
+
+@pytest.mark.parametrize("degrees", [30, 45])
+def test_arbitrary_rotations_change_logits_little_and_less_than_a_plain_cnn(degrees):
+    images = smooth_centred_images(6)
+    torch.manual_seed(0)
+    hnet = settle_batch_norm(lenszoo.create_model("hnet"))
+    torch.manual_seed(0)
+    plain = settle_batch_norm(plain_cnn_like_hnet())
+    hnet_change, plain_change = rotation_change(hnet, images, degrees), rotation_change(plain, images, degrees)
+    assert hnet_change < 0.05, hnet_change
+    assert hnet_change < 0.2 * plain_change, (hnet_change, plain_change)
+
+
+def test_harmonic_conv_streams_follow_order_arithmetic():
+    """Rotating the input by 90 degrees rotates every output map and turns order m by e^{i m pi/2}."""
+    torch.manual_seed(0)
+    first = HarmonicConv2d(1, 3, in_max_order=0, out_max_order=1, real_input=True)
+    second = HarmonicConv2d(3, 2, in_max_order=1, out_max_order=1)
+    x = smooth_centred_images(2)
+    with torch.no_grad():
+        hidden = first(x)
+        # image in, orders 0 and 1 out
+        assert_rotated_streams(first(torch.rot90(x, 1, dims=(-2, -1))), hidden)
+        # orders 0 and 1 in (as they would be for the rotated image), orders 0 and 1 out
+        assert_rotated_streams(second(rotated_streams(hidden)), second(hidden))
+
+
+def rotated_streams(features):
+    """Order-0/1 features (B, 2 * 2 * C, H, W) as they are for the input turned 90 degrees
+    counter-clockwise: every map turned, order 1 multiplied by i, i.e. (re, im) -> (-im, re)."""
+    b, _, h, w = features.shape
+    parts = torch.rot90(features, 1, dims=(-2, -1)).view(b, 2, 2, -1, h, w)  # (B, order, re/im, C, H, W)
+    order1 = torch.stack([-parts[:, 1, 1], parts[:, 1, 0]], dim=1)
+    return torch.stack([parts[:, 0], order1], dim=1).view_as(features)
+
+
+def assert_rotated_streams(actual, unrotated):
+    expected = rotated_streams(unrotated)
+    assert torch.allclose(actual, expected, atol=1e-5 * unrotated.abs().max())
+
+
+def test_harmonic_filter_has_the_stated_form():
+    """Order-1 filter = R(r) e^{i(phi + beta)}: same |W| around a ring, phase advancing with the angle."""
+    torch.manual_seed(0)
+    conv = HarmonicConv2d(1, 1, kernel_size=5, real_input=True, in_max_order=0, out_max_order=1)
+    real, imag = conv.complex_filters()
+    w = torch.complex(real[1, 0, 0, 0], imag[1, 0, 0, 0]).detach()  # order 1 from order 0
+    assert w[2, 2] == 0  # no phase at the centre
+    right, up, left = w[2, 3], w[1, 2], w[2, 1]  # phi = 0, 90, 180 degrees at radius 1
+    assert torch.allclose(up, right * 1j, atol=1e-6) and torch.allclose(left, -right, atol=1e-6)
+    beta = conv.phase[1, 0, 0].detach()
+    assert abs((right / right.abs() * torch.exp(-1j * beta)).imag) < 1e-5  # phase is beta (or beta + pi)
+
+
+def test_mean_pooled_conv_equals_conv_then_mean_pooling():
+    torch.manual_seed(0)
+    conv = HarmonicConv2d(2, 3)
+    x = torch.randn(2, 8, 16, 16)
+    expected = F.avg_pool2d(conv(x), 2)
+    conv.mean_pool = True
+    assert torch.allclose(conv(x), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", [MagnitudeNonlinearity(4), MagnitudeBatchNorm(4)])
+def test_magnitude_layers_keep_phases_and_act_on_magnitudes(layer):
+    torch.manual_seed(0)
+    if isinstance(layer, MagnitudeNonlinearity):
+        nn.init.constant_(layer.bias, -0.5)
+    z = torch.randn(8, 16, 5, 5)
+    out = layer(z)
+    before = torch.complex(*z.view(8, 2, 2, 4, 5, 5).unbind(2))  # (batch, order, channel, H, W)
+    after = torch.complex(*out.view(8, 2, 2, 4, 5, 5).unbind(2))
+    alive = after.abs() > 1e-4
+    assert 0.2 < alive.float().mean() < 1  # the ReLU on magnitudes zeroes some channels, not all
+    assert torch.allclose(torch.angle(after[alive]), torch.angle(before[alive]), atol=1e-4)
+    if isinstance(layer, MagnitudeNonlinearity):
+        assert torch.allclose(after.abs(), F.relu(before.abs() - 0.5), atol=1e-5)
+
+
+@pytest.mark.parametrize("bad_input", [torch.rand(64, 64), torch.rand(2, 3, 64, 64), torch.rand(2, 1, 60, 60)])
+def test_bad_input_shapes_give_one_line_errors(bad_input):
+    model = lenszoo.create_model("hnet")
+    with pytest.raises(lenszoo.LenszooError) as info:
+        model(bad_input)
+    assert "\n" not in str(info.value) and "hnet" in str(info.value)
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"width": 8}, "no option 'width'"),
+    ({"widths": [4, -1]}, "widths"),
+    ({"depths": [1, 1]}, "depths"),
+    ({"kernel_size": 4}, "odd"),
+    ({"max_order": 0}, "max_order"),
+])
+def test_bad_options_give_one_line_errors(options, words):
+    with pytest.raises(lenszoo.LenszooError) as info:
+        lenszoo.create_model("hnet", **options)
+    assert words in str(info.value) and "\n" not in str(info.value)
