@@ -773,8 +773,6 @@ def _format_metrics(metrics: dict) -> str:
 def train(config: TrainConfig, *, resume: bool = False, given_fields: set[str] | None = None,
           log=None) -> dict:
     """Train (or resume) a run; returns a summary dict. See the module docstring for the run layout."""
-    import torch
-
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     started = time.monotonic()
     if resume:

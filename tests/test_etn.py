@@ -12,8 +12,7 @@ from lenszoo.archs.etn import BaseCNN, PosePredictor, canonical_grid
 from lenszoo.archs.layers import pixel_grid, rotate_images, rotation_scale_matrices, sample_at
 from lenszoo.checkpoint import load_checkpoint, save_checkpoint
 
-COORDS = (torch.arange(64) + 0.5) / 32 - 1
-YY, XX = torch.meshgrid(COORDS, COORDS, indexing="ij")
+from .equivariance import XX, YY, rotation_change, settle_batch_norm, smooth_centred_images
 
 
 def blob(cx, cy, width, brightness=1.0):
@@ -25,31 +24,6 @@ def asymmetric_image():
     return (blob(0.35, 0.1, 0.1) + blob(-0.2, -0.3, 0.15, 0.6) + blob(0.0, 0.0, 0.2, 0.5))[None, None]
 
 
-def smooth_centred_images(n, seed=0):
-    """Elongated, rotation-sensitive features (a lopsided arc and a bar) that fade well inside the frame."""
-    gen = torch.Generator().manual_seed(seed)
-    images = []
-    for _ in range(n):
-        radius, arc_phase, bar_angle, cx, cy, brightness = torch.rand(6, generator=gen).tolist()
-        r, phi = torch.hypot(XX, YY), torch.atan2(YY, XX)
-        arc = torch.exp(-(r - 0.35 - 0.2 * radius) ** 2 / (2 * 0.1**2)) * (1 + torch.cos(phi - 6.28 * arc_phase)) / 2
-        c, s = math.cos(6.28 * bar_angle), math.sin(6.28 * bar_angle)
-        dx, dy = XX - 0.4 * cx + 0.2, YY - 0.4 * cy + 0.2
-        u, v = dx * c + dy * s, -dx * s + dy * c
-        bar = (0.5 + brightness) * torch.exp(-u**2 / (2 * 0.3**2) - v**2 / (2 * 0.12**2))
-        images.append((arc + bar) * torch.exp(-((XX**2 + YY**2) ** 4) / 0.3))
-    return torch.stack(images)[:, None]
-
-
-def settle_batch_norm(model):
-    """A few train-mode passes so eval-mode batch norm uses data statistics, then eval mode."""
-    model.train()
-    with torch.no_grad():
-        for step in range(3):
-            model(smooth_centred_images(16, seed=100 + step))
-    return model.eval()
-
-
 def identity(n):
     return torch.eye(3).expand(n, 3, 3)
 
@@ -57,15 +31,6 @@ def identity(n):
 def angle_error_degrees(predicted, target_degrees):
     difference = predicted - torch.as_tensor(target_degrees, dtype=torch.float32) * (math.pi / 180)
     return (torch.remainder(difference + math.pi, 2 * math.pi) - math.pi).abs() * (180 / math.pi)
-
-
-def rotation_change(model, images, degrees):
-    """Mean logit change under rotation, relative to the mean logit distance between the images."""
-    with torch.no_grad():
-        logits = model(images)
-        rotated = model(rotate_images(images, degrees))
-    between_images = torch.cdist(logits, logits).sum() / (len(images) * (len(images) - 1))
-    return ((rotated - logits).norm(dim=1).mean() / between_images).item()
 
 
 @pytest.mark.parametrize("task, width", [("classify", 3), ("regress", 1)])

@@ -1,6 +1,5 @@
 """hnet: lenszoo's Harmonic Network (shapes, checkpoints, training, rotation behaviour, layers)."""
 
-import math
 
 import pytest
 import torch
@@ -9,37 +8,9 @@ import torch.nn.functional as F
 
 import lenszoo
 from lenszoo.archs.hnet import HarmonicConv2d, MagnitudeBatchNorm, MagnitudeNonlinearity
-from lenszoo.archs.layers import rotate_images
 from lenszoo.checkpoint import load_checkpoint, save_checkpoint
 
-COORDS = (torch.arange(64) + 0.5) / 32 - 1
-YY, XX = torch.meshgrid(COORDS, COORDS, indexing="ij")
-
-
-def smooth_centred_images(n, seed=0):
-    """Elongated, rotation-sensitive features (a lopsided arc and a bar) that fade well inside the frame."""
-    gen = torch.Generator().manual_seed(seed)
-    images = []
-    for _ in range(n):
-        radius, arc_phase, bar_angle, cx, cy, brightness = torch.rand(6, generator=gen).tolist()
-        r, phi = torch.hypot(XX, YY), torch.atan2(YY, XX)
-        arc = torch.exp(-(r - 0.35 - 0.2 * radius) ** 2 / (2 * 0.1**2)) * (1 + torch.cos(phi - 6.28 * arc_phase)) / 2
-        c, s = math.cos(6.28 * bar_angle), math.sin(6.28 * bar_angle)
-        dx, dy = XX - 0.4 * cx + 0.2, YY - 0.4 * cy + 0.2
-        u, v = dx * c + dy * s, -dx * s + dy * c
-        bar = (0.5 + brightness) * torch.exp(-u**2 / (2 * 0.3**2) - v**2 / (2 * 0.12**2))
-        images.append((arc + bar) * torch.exp(-((XX**2 + YY**2) ** 4) / 0.3))
-    return torch.stack(images)[:, None]
-
-
-def settle_batch_norm(model, seed=0):
-    """A few train-mode passes so eval-mode batch norm uses data statistics, then eval mode."""
-    model.train()
-    with torch.no_grad():
-        for step in range(3):
-            model(smooth_centred_images(16, seed=100 + step))
-    return model.eval()
-
+from .equivariance import rotation_change, settle_batch_norm, smooth_centred_images
 
 def plain_cnn_like_hnet():
     """A plain CNN with hnet's layout (5x5 convs, same pooling, ~16k parameters, spatial mean)."""
@@ -51,15 +22,6 @@ def plain_cnn_like_hnet():
         nn.Conv2d(16, 16, 5, padding=2), nn.BatchNorm2d(16), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3),
     )
-
-
-def rotation_change(model, images, degrees):
-    """Mean logit change under rotation, relative to the mean logit distance between the images."""
-    with torch.no_grad():
-        logits = model(images)
-        rotated = model(rotate_images(images, degrees))
-    between_images = torch.cdist(logits, logits).sum() / (len(images) * (len(images) - 1))
-    return ((rotated - logits).norm(dim=1).mean() / between_images).item()
 
 
 @pytest.mark.parametrize("task, width", [("classify", 3), ("regress", 1)])
