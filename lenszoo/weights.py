@@ -200,8 +200,28 @@ def prefetch(arch: str, task: str, dataset: str) -> Path:
 
 
 # -- releasing -----------------------------------------------------------------
-def release(checkpoint_folder, *, manifest: Path | None = None) -> dict:
-    """Copy a checkpoint folder to ``weights/ARCH-TASK-DATASET/`` and record it in the manifest."""
+def evaluated_test_metrics(run_or_folder, config: dict) -> dict | None:
+    """Scalar test-split metrics from ``lenszoo evaluate`` results of exactly these weights, if any."""
+    candidates = sorted(Path(run_or_folder).glob("eval/*/results.json")) + \
+        sorted(Path(run_or_folder).parent.glob("eval/*/results.json"))
+    for path in candidates:
+        try:
+            results = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        same_weights = results.get("model", {}).get("weights_sha256") == config.get("weights_sha256")
+        if same_weights and results.get("split") == "test" and results.get("dataset") == config.get("dataset"):
+            metrics = {k: v for k, v in results["metrics"].items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            return metrics
+    return None
+
+
+def release(checkpoint_folder, *, manifest: Path | None = None, run_dir=None) -> dict:
+    """Copy a checkpoint folder to ``weights/ARCH-TASK-DATASET/`` and record it in the manifest.
+
+    Test-split metrics that ``lenszoo evaluate`` wrote for these exact weights (under the run
+    directory's ``eval/``) are added to the released config, card and manifest entry."""
     from .hub import write_model_card
 
     manifest = Path(manifest) if manifest else manifest_path()
@@ -209,11 +229,14 @@ def release(checkpoint_folder, *, manifest: Path | None = None) -> dict:
     config = read_config(source)
     if not config.get("dataset"):
         raise LenszooError(f"{source}/config.json records no dataset; only checkpoints trained on A or B can be released")
+    test = evaluated_test_metrics(run_dir or source, config)
+    if test:
+        config["metrics"] = {**(config.get("metrics") or {}), "test": test}
     rel = f"weights/{config['arch']}-{config['task']}-{config['dataset']}"
     target = manifest.parent / rel
     target.mkdir(parents=True, exist_ok=True)
-    for name in (WEIGHTS_NAME, CONFIG_NAME):
-        shutil.copy2(source / name, target / name)
+    shutil.copy2(source / WEIGHTS_NAME, target / WEIGHTS_NAME)
+    atomic_write_text(target / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
     write_model_card(target)
     data = json.loads(manifest.read_text()) if manifest.is_file() else {"schema_version": SCHEMA_VERSION, "weights": []}
     entry = {

@@ -250,3 +250,22 @@ def test_the_repositorys_manifest_is_valid_and_its_files_match():
         path = REPO_ROOT / entry["file"]
         assert path.is_file(), entry["file"]
         assert path.stat().st_size == entry["size"] and sha256_file(path) == entry["sha256"]
+
+
+def test_release_records_test_metrics_of_the_same_weights_only(probe_arch, tmp_path):
+    manifest = tmp_path / "weights_manifest.json"
+    make_checkpoint(tmp_path / "run" / "best")
+    config = json.loads((tmp_path / "run" / "best" / "config.json").read_text())
+    results = {"dataset": "B", "split": "test", "model": {"weights_sha256": config["weights_sha256"]},
+               "metrics": {"n": 300, "accuracy": 0.91, "auc": 0.98, "confusion_matrix": [[1]]}}
+    stale = dict(results, model={"weights_sha256": "0" * 64}, metrics={"accuracy": 0.5})
+    for name, content in (("B-test", results), ("B-test-old", stale)):
+        (tmp_path / "run" / "eval" / name).mkdir(parents=True)
+        (tmp_path / "run" / "eval" / name / "results.json").write_text(json.dumps(content))
+    entry = release(tmp_path / "run" / "best", manifest=manifest, run_dir=tmp_path / "run")
+    assert entry["metrics"]["test"] == {"n": 300, "accuracy": 0.91, "auc": 0.98}
+    released = json.loads((tmp_path / "weights" / "hub_probe-classify-B" / "config.json").read_text())
+    assert released["metrics"]["test"]["accuracy"] == 0.91
+    assert "accuracy (test)" in (tmp_path / "weights" / "hub_probe-classify-B" / "README.md").read_text()
+    model = lenszoo.load(str(tmp_path / "weights" / "hub_probe-classify-B"))  # still verifies
+    assert model.lenszoo_config["metrics"]["test"]["auc"] == 0.98

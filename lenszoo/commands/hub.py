@@ -49,11 +49,13 @@ def download_command(arch, task, dataset):
 @click.command("release")
 @click.argument("path", type=click.Path())
 def release_command(path):
-    """Copy a run's best checkpoint into weights/ and record it in weights_manifest.json."""
+    """Copy a run's best checkpoint into weights/ and record it in weights_manifest.json.
+
+    Test metrics from `lenszoo evaluate` of the same weights (RUN/eval/*) are recorded too."""
     from ..hub import resolve_checkpoint_folder
     from ..weights import manifest_path, release
 
-    entry = release(resolve_checkpoint_folder(path))
+    entry = release(resolve_checkpoint_folder(path), run_dir=path)
     click.echo(f"released {entry['file']} (sha256 {entry['sha256'][:12]}, {entry['size']:,} bytes) in {manifest_path()}")
 
 
