@@ -17,14 +17,13 @@ from pathlib import Path
 
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write_text, load_checkpoint, read_config, sha256_file
 from .errors import LenszooError
+from .hub import COMMIT_RE, REPO_ID_RE, download_checkpoint, is_offline, parse_hf_hub_name, write_model_card
 from .tasks import TASKS, check_task
 
 MANIFEST_ENV = "LENSZOO_MANIFEST"
 MANIFEST_NAME = "weights_manifest.json"
 SCHEMA_VERSION = 1
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def manifest_path() -> Path:
@@ -136,8 +135,6 @@ def _matches(folder: Path, entry: dict) -> bool:
 
 def resolve_entry(entry: dict, manifest_dir: Path | None = None) -> Path:
     """The folder holding verified weights for a manifest entry (downloading if needed)."""
-    from .hub import download_checkpoint, is_offline
-
     manifest_dir = manifest_dir or manifest_path().parent
     local = manifest_dir / entry["folder"]
     if _matches(local, entry):
@@ -169,7 +166,6 @@ def resolve_entry(entry: dict, manifest_dir: Path | None = None) -> Path:
 
 
 def load(name, task="classify", dataset="A", device="cpu"):
-    from .hub import download_checkpoint, parse_hf_hub_name
     from .registry import registry
 
     name = str(name)
@@ -222,8 +218,6 @@ def release(checkpoint_folder, *, manifest: Path | None = None, run_dir=None) ->
 
     Test-split metrics that ``lenszoo evaluate`` wrote for these exact weights (under the run
     directory's ``eval/``) are added to the released config, card and manifest entry."""
-    from .hub import write_model_card
-
     manifest = Path(manifest) if manifest else manifest_path()
     source = Path(checkpoint_folder)
     config = read_config(source)
