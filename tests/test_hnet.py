@@ -10,7 +10,7 @@ import lenszoo
 from lenszoo.archs.hnet import HarmonicConv2d, MagnitudeBatchNorm, MagnitudeNonlinearity
 from lenszoo.checkpoint import load_checkpoint, save_checkpoint
 
-from .equivariance import rotation_change, settle_batch_norm, smooth_centred_images
+from .arch_checks import one_adam_step_lowers_the_loss, rotation_change, settle_batch_norm, smooth_centred_images
 
 def plain_cnn_like_hnet():
     """A plain CNN with hnet's layout (5x5 convs, same pooling, ~16k parameters, spatial mean)."""
@@ -52,14 +52,7 @@ def test_checkpoint_round_trip_is_exact_and_strict(tmp_path):
 
 def test_one_optimisation_step_lowers_the_loss():
     torch.manual_seed(0)
-    model = lenszoo.create_model("hnet")
-    x, y = smooth_centred_images(12, seed=1), torch.arange(12) % 3
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    loss = F.cross_entropy(model(x), y)
-    optimiser.zero_grad()
-    loss.backward()
-    optimiser.step()
-    assert F.cross_entropy(model(x), y).item() < loss.item()
+    assert one_adam_step_lowers_the_loss(lenszoo.create_model("hnet"))
 
 
 def test_logits_are_invariant_to_rot90():

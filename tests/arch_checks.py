@@ -1,8 +1,9 @@
-"""Images and measures shared by the equivariance tests of several architectures."""
+"""Images, measures and checks shared by the tests of several architectures."""
 
 import math
 
 import torch
+import torch.nn.functional as F
 
 from lenszoo.archs.layers import rotate_images
 
@@ -42,3 +43,14 @@ def rotation_change(model, images, degrees):
         rotated = model(rotate_images(images, degrees))
     between_images = torch.cdist(logits, logits).sum() / (len(images) * (len(images) - 1))
     return ((rotated - logits).norm(dim=1).mean() / between_images).item()
+
+
+def one_adam_step_lowers_the_loss(model) -> bool:
+    """One Adam step on a fixed small classification batch lowers its loss (the model can learn)."""
+    x, y = smooth_centred_images(12, seed=1), torch.arange(12) % 3
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss = F.cross_entropy(model(x), y)
+    optimiser.zero_grad()
+    loss.backward()
+    optimiser.step()
+    return F.cross_entropy(model(x), y).item() < loss.item()
