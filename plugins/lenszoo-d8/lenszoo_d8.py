@@ -26,6 +26,8 @@ D8_LAYOUT = {
     "pool": (False, True, True, False),  # blur pooling of odd maps: 29 -> 15 -> 8
     "head_width": 64,
     "dropout": 0.0,
+    "global_fields": 0,  # pinned: the builder's defaults (c8_steerable's) may change
+    "readout": "mean",
 }
 
 
