@@ -50,7 +50,7 @@ CURVE_FILE = "learning_curve.png"
 RECIPES = {
     "paper": {"lr": 1e-4, "batch_size": 64, "epochs": 10, "schedule": "constant", "augment": "none",
               "epoch_size": 90_000, "weight_decay": 0.0},
-    "cpu": {"lr": 1e-3, "batch_size": 64, "epochs": 30, "schedule": "cosine", "augment": "rot90flip",
+    "cpu": {"lr": 1e-3, "batch_size": 64, "epochs": 24, "schedule": "cosine", "augment": "rot90flip",
             "epoch_size": 12_000, "weight_decay": 0.0},
 }
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -887,6 +887,7 @@ def _run(config, resume, spec, run_dir, ctx, device, started, log, info) -> dict
         last_save = time.monotonic()
 
     batches, action = None, CONTINUE
+    loop_start = time.monotonic()
     with _StopSignals() as signals:
         try:
             if progress["epoch"] < config.epochs:
@@ -952,6 +953,11 @@ def _run(config, resume, spec, run_dir, ctx, device, started, log, info) -> dict
                     break
                 _end_epoch(config, ctx, model, data, progress, run_dir, device, checkpoint_kwargs, total_steps,
                            time.monotonic() - epoch_start, epoch_images, info)
+                if ctx.is_main and not resume and progress["epoch"] == 1:
+                    note = budget_fit_note(config, seconds_per_epoch=time.monotonic() - loop_start,
+                                           seconds_left=budget_s - (time.monotonic() - started) if budget_s else None)
+                    if note:
+                        log(note)
                 if progress["epoch"] >= config.epochs:
                     progress["finished"] = True
                 save()
@@ -973,6 +979,20 @@ def _run(config, resume, spec, run_dir, ctx, device, started, log, info) -> dict
             log(f"{reason} {where} ({progress['images_seen']:,} images seen, state saved); "
                 f"continue with: lenszoo train --resume --out {run_dir}")
     return _summary(run_dir, config, progress, status, ctx.rank)
+
+
+def budget_fit_note(config: TrainConfig, *, seconds_per_epoch: float, seconds_left: float | None) -> str | None:
+    """After a fresh run's first epoch: a note when ``--max-minutes`` will stop a decaying schedule
+    before its end (it then never reaches its small learning rates), with the ``--epochs`` that fits."""
+    if seconds_left is None or config.schedule == "constant" or config.epochs <= 1:
+        return None
+    remaining = config.epochs - 1
+    if remaining * seconds_per_epoch <= seconds_left:
+        return None
+    fits = 1 + int(seconds_left // max(seconds_per_epoch, 1e-9))
+    return (f"note: at {seconds_per_epoch:.0f} s per epoch the {config.max_minutes:g}-minute budget ends in epoch "
+            f"{min(fits + 1, config.epochs)} of {config.epochs}, before the {config.schedule} schedule has decayed; "
+            f"--epochs {fits} would fit it (or resume this run later to finish the schedule)")
 
 
 def _zero_sums():

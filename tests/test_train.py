@@ -224,6 +224,21 @@ def test_max_minutes_stops_with_a_state_and_resume_matches_uninterrupted(tiny_ar
     assert val_history(reference) == val_history(stopped)
 
 
+def test_budget_fit_note_names_the_epochs_that_fit():
+    from lenszoo.train import TrainConfig, budget_fit_note
+
+    config = TrainConfig(arch="tiny", stream=True, dataset="A", out="x", recipe="cpu", epochs=20,
+                         max_minutes=15).resolved()
+    # 60 s per epoch, 840 s left after the first: 14 more fit, so 15 in all
+    note = budget_fit_note(config, seconds_per_epoch=60, seconds_left=840)
+    assert "epoch 16 of 20" in note and "--epochs 15" in note
+    assert budget_fit_note(config, seconds_per_epoch=40, seconds_left=860) is None  # 19 x 40 s fits
+    assert budget_fit_note(config, seconds_per_epoch=60, seconds_left=None) is None  # no budget
+    constant = TrainConfig(arch="tiny", stream=True, dataset="A", out="x", recipe="paper", epochs=20,
+                           max_minutes=15).resolved()
+    assert budget_fit_note(constant, seconds_per_epoch=60, seconds_left=840) is None  # nothing to cut short
+
+
 def test_resume_after_sigkill_gives_the_same_weights(tiny_arch, tmp_path):
     env = tiny_arch
     args = ["train", "--arch", "tiny", *SMALL, "--epoch-size", "64", "--model-arg", "delay=0.15",
