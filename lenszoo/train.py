@@ -991,7 +991,7 @@ def budget_fit_note(config: TrainConfig, *, seconds_per_epoch: float, seconds_le
         return None
     fits = 1 + int(seconds_left // max(seconds_per_epoch, 1e-9))
     return (f"note: at {seconds_per_epoch:.0f} s per epoch the {config.max_minutes:g}-minute budget ends in epoch "
-            f"{min(fits + 1, config.epochs)} of {config.epochs}, before the {config.schedule} schedule has decayed; "
+            f"{fits + 1} of {config.epochs}, before the {config.schedule} schedule has decayed; "
             f"--epochs {fits} would fit it (or resume this run later to finish the schedule)")
 
 

@@ -354,10 +354,19 @@ class SteerableCNN(nn.Module):
         self._geometric_tensor = enn.GeometricTensor
         gspace = _gspace(self.group)
         field_type = enn.FieldType(gspace, [gspace.trivial_repr])
+        # (fields, kernel, padding, stride, pooled) per convolution; the first is unpadded
+        layers = [(width, kernel, 0 if index == 0 else kernel // 2, stride, pooled)
+                  for index, (width, kernel, stride, pooled) in enumerate(zip(widths, kernel_sizes, strides, pool))]
+        if global_fields:
+            # An unpadded convolution whose kernel covers the whole last map: each output field
+            # weighs every position of that map (where on the ring a feature sits, and how features
+            # on opposite sides relate), which a spatial mean cannot; the map's grid is symmetric
+            # about its centre, so quarter turns stay exact.
+            layers.append((global_fields, sides[-1], 0, 1, False))
+            self.feature_map_sizes += (1,)
         self.convs, self.norms, self.pools = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
-        for index, (width, kernel, stride, pooled) in enumerate(zip(widths, kernel_sizes, strides, pool)):
+        for width, kernel, padding, stride, pooled in layers:
             out_type = enn.FieldType(gspace, width * [gspace.regular_repr])
-            padding = 0 if index == 0 else kernel // 2
             # no conv bias: the batch norm that follows has its own shift
             conv = enn.R2Conv(field_type, out_type, kernel, padding=padding, stride=stride, bias=False,
                               initialize=False)
@@ -366,19 +375,6 @@ class SteerableCNN(nn.Module):
             self.norms.append(FieldBatchNorm(width, self.group_size))
             self.pools.append(BlurPool2d(out_type.size) if pooled else nn.Identity())
             field_type = out_type
-        if global_fields:
-            # An unpadded convolution whose kernel covers the whole last map: each output field
-            # weighs every position of that map (where on the ring a feature sits, and how features
-            # on opposite sides relate), which a spatial mean cannot; the map's grid is symmetric
-            # about its centre, so quarter turns stay exact.
-            side = sides[-1]
-            out_type = enn.FieldType(gspace, global_fields * [gspace.regular_repr])
-            conv = enn.R2Conv(field_type, out_type, side, padding=0, bias=False, initialize=False)
-            _he_init(conv, (self.group, field_type.representations, out_type.representations, side))
-            self.convs.append(conv)
-            self.norms.append(FieldBatchNorm(global_fields, self.group_size))
-            self.pools.append(nn.Identity())
-            self.feature_map_sizes += (1,)
         self.group_pool = GroupMaxPool(self.group_size)
         self.readout = SpatialReadout(readout)
         self.head = _head(self.readout.features(global_fields or widths[-1]), out_features, head_width,
