@@ -1,9 +1,11 @@
 """Throughput of every registered architecture on the CPU, as a Markdown table.
 
 For each architecture: parameters, forward FLOPs per image, build time,
-training images/s (Adam steps at batch 64) and inference images/s
-(``torch.inference_mode`` at batches 64 and 256; at 256 also through
-``model.export()`` where a model has one). In the same run it times a C8 steerable CNN with the escnn tutorial's
+training images/s (Adam steps at batch 64) in fp32 and under bfloat16 autocast,
+each also in channels_last memory format, and inference images/s
+(``torch.inference_mode`` at batches 64 and 256, fp32; at 256 also in bf16 and
+through ``model.export()`` where a model has one). The fastest training
+variant is what ``lenszoo train --recipe cpu`` uses for the architecture. In the same run it times a C8 steerable CNN with the escnn tutorial's
 widths (24/48/48/96/96/64 regular fields, escnn's own batch norm and
 antialiased pooling) and prints how much faster each architecture is.
 
@@ -97,49 +99,79 @@ def best_rate(step, batch_size: int, repeats: int, warmup_batch: int) -> float:
     return batch_size / fastest
 
 
-def training_rate(model, task: str, batch_size: int, repeats: int, warmup_batch: int) -> float:
+TRAIN_VARIANTS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))
+
+
+def variant_name(precision: str, channels_last: bool) -> str:
+    return precision + (" CL" if channels_last else "")
+
+
+def training_rate(model, task: str, batch_size: int, repeats: int, warmup_batch: int,
+                  precision: str = "fp32", channels_last: bool = False) -> float:
+    """Training steps as ``lenszoo train`` takes them: forward under the precision's autocast,
+    loss, backward and Adam in fp32."""
+    from lenszoo.train import autocast
+
+    device = torch.device("cpu")
+    model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = F.cross_entropy if task == "classify" else F.mse_loss
     model.train()
 
     def step(n):
         images = torch.randn(n, 1, 64, 64)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         targets = torch.randint(0, 3, (n,)) if task == "classify" else torch.randn(n, 1)
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(images), targets).backward()
+        with autocast(precision, device):
+            outputs = model(images)
+        loss_fn(outputs.float(), targets).backward()
         optimizer.step()
 
-    return best_rate(step, batch_size, repeats, warmup_batch)
+    try:
+        return best_rate(step, batch_size, repeats, warmup_batch)
+    finally:
+        model.to(memory_format=torch.contiguous_format)
 
 
-def inference_rate(model, batch_size: int, repeats: int, warmup_batch: int) -> float:
+def inference_rate(model, batch_size: int, repeats: int, warmup_batch: int, precision: str = "fp32") -> float:
+    from lenszoo.train import autocast
+
     model.eval()
 
     def step(n):
         images = torch.randn(n, 1, 64, 64)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(precision, torch.device("cpu")):
             model(images)
 
     return best_rate(step, batch_size, repeats, warmup_batch)
 
 
-def measure(name, build, task, *, train_batch, infer_batches, repeats, warmup_batch=None):
+def measure(name, build, task, *, train_batch, infer_batches, repeats, warmup_batch=None, variants=TRAIN_VARIANTS):
     """One table row. The warm-up step uses the timed batch size unless ``warmup_batch`` is given;
     the exported model is timed at the largest inference batch."""
     start = time.perf_counter()
     model = build(task)
     row = {"arch": name, "build_s": time.perf_counter() - start, "params": count_parameters(model)}
     row["flops"] = forward_flops(model)
-    row["train"] = training_rate(model, task, train_batch, repeats, warmup_batch or train_batch)
+    row["train_variants"] = {}
+    for precision, channels_last in variants:
+        row["train_variants"][variant_name(precision, channels_last)] = training_rate(
+            model, task, train_batch, repeats, warmup_batch or train_batch, precision, channels_last)
+    row["fastest"] = max(row["train_variants"], key=row["train_variants"].get)
+    row["train"] = row["train_variants"][row["fastest"]]
     row["infer"] = {batch: inference_rate(model, batch, repeats, warmup_batch or batch) for batch in infer_batches}
-    export = getattr(model, "export", None)
     largest = max(infer_batches)
+    row["infer_bf16"] = inference_rate(model, largest, repeats, warmup_batch or largest, "bf16") \
+        if ("bf16", False) in variants else None
+    export = getattr(model, "export", None)
     row["exported"] = inference_rate(export(), largest, repeats, warmup_batch or largest) if callable(export) else None
     return row
 
 
 def best_inference(row) -> float:
-    return max([*row["infer"].values(), row["exported"] or 0])
+    return max([*row["infer"].values(), row["exported"] or 0, row.get("infer_bf16") or 0])
 
 
 def _fmt(value, spec):
@@ -147,9 +179,11 @@ def _fmt(value, spec):
 
 
 def markdown_table(rows, reference, train_batch, infer_batches) -> str:
-    header = ["arch", "params", "MFLOP/img", "build s", f"train img/s (bs {train_batch})",
-              *(f"infer img/s (bs {batch})" for batch in infer_batches),
-              f"exported infer img/s (bs {max(infer_batches)})", "train / reference", "infer / reference"]
+    names = [variant_name(*v) for v in TRAIN_VARIANTS]
+    header = ["arch", "params", "MFLOP/img", "build s", *(f"train {name} (bs {train_batch})" for name in names),
+              "fastest", "15-min budget (images)",
+              *(f"infer fp32 (bs {batch})" for batch in infer_batches), f"infer bf16 (bs {max(infer_batches)})",
+              f"exported infer (bs {max(infer_batches)})", "train / reference", "infer / reference"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in rows:
         if "error" in row:
@@ -160,8 +194,9 @@ def markdown_table(rows, reference, train_batch, infer_batches) -> str:
         # the reference is timed at one small batch: show that rate in every inference column
         infer = [row["infer"].get(batch, max(row["infer"].values())) for batch in infer_batches]
         cells = [row["arch"], f"{row['params']:,}", _fmt(row["flops"] and row["flops"] / 1e6, ".0f"),
-                 f"{row['build_s']:.1f}", f"{row['train']:.1f}", *(f"{rate:.0f}" for rate in infer),
-                 _fmt(row["exported"], ".0f"),
+                 f"{row['build_s']:.1f}", *(_fmt(row["train_variants"].get(name), ".1f") for name in names),
+                 row["fastest"], f"{row['train'] * 900:,.0f}", *(f"{rate:.0f}" for rate in infer),
+                 _fmt(row.get("infer_bf16"), ".0f"), _fmt(row["exported"], ".0f"),
                  _fmt(ratio_train, ".0f") + ("x" if ratio_train else ""),
                  _fmt(ratio_infer, ".0f") + ("x" if ratio_infer else "")]
         lines.append("| " + " | ".join(cells) + " |")
@@ -226,7 +261,7 @@ def main(argv=None) -> int:
         print("timing escnn tutorial-width C8 reference ...", file=sys.stderr, flush=True)
         reference = measure("escnn tutorial C8 (reference)", build_tutorial_reference, args.task,
                             train_batch=reference_batches[0], infer_batches=[reference_batches[1]],
-                            repeats=1, warmup_batch=2)
+                            repeats=1, warmup_batch=2, variants=(("fp32", False),))
         rows.append(reference)
     print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, task {args.task}; "
           f"images/s are the best of {repeats} timed steps\n")
@@ -238,6 +273,11 @@ def main(argv=None) -> int:
             if row is not reference and "error" not in row:
                 print(f"{row['arch']}: {row['train'] / reference['train']:.0f}x the reference's training speed, "
                       f"{best_inference(row) / best_inference(reference):.0f}x its inference speed")
+    for row in rows:
+        if row is not reference and "error" not in row:
+            fp32 = row["train_variants"]["fp32"]
+            print(f"{row['arch']}: fastest training {row['fastest']} at {row['train']:.1f} img/s, "
+                  f"{row['train'] / fp32:.2f}x fp32; 15 minutes = {row['train'] * 900:,.0f} images")
     return 0
 
 

@@ -47,17 +47,34 @@ CURVE_FILE = "learning_curve.png"
 
 # Recipes: "paper" is the seed paper's (the default); "cpu" is what trains best in
 # minutes on a few cores (see docs/training.md). Explicit options override either.
+# A paper epoch is one pass over stored data (the paper's 3 x 30,000 images); a stream has no
+# passes, so there it is 90,000 images.
 RECIPES = {
     "paper": {"lr": 1e-4, "batch_size": 64, "epochs": 10, "schedule": "constant", "augment": "none",
-              "epoch_size": 90_000, "weight_decay": 0.0},
+              "epoch_size": None, "weight_decay": 0.0, "precision": "fp32", "channels_last": False},
     "cpu": {"lr": 1e-3, "batch_size": 64, "epochs": 24, "schedule": "cosine", "augment": "rot90flip",
-            "epoch_size": 12_000, "weight_decay": 0.0},
+            "epoch_size": 12_000, "weight_decay": 0.0, "precision": "fp32", "channels_last": False},
 }
+PAPER_STREAM_EPOCH = 90_000
+# The cpu recipe's budget for each built-in architecture: the images it trains in 15 minutes on an
+# idle 2-core machine at its faster precision (benchmarks/throughput.py; docs/training.md). The
+# budget is fixed in images, so a busy machine changes only the wall time, never the weights.
+# Measured 2026-12-01 on an AMD EPYC with AVX2 only (no AVX-512, no native bf16: bf16 autocast is
+# emulated there and 7-30x slower than fp32, so fp32 wins for every architecture).
+CPU_BUDGETS: dict[str, dict] = {
+    "resnet50": {"epochs": 5, "epoch_size": 7_000, "channels_last": True},  # 39.0 img/s -> 35,069
+    "c8_steerable": {"epochs": 16, "epoch_size": 12_000, "channels_last": True},  # 214.5 img/s -> 193,018
+    "hnet": {"epochs": 20, "epoch_size": 15_750},  # 350.0 img/s -> 315,000 (channels_last within noise)
+    "etn": {"epochs": 24, "epoch_size": 39_000, "channels_last": True},  # 1,040.9 img/s -> 936,831
+}
+PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("constant", "cosine", "onecycle")
 AUGMENTATIONS = ("none", "flip", "rot90", "rot90flip")
 # Options that may differ between a run and its --resume: they change how, not what, it computes.
-RUNTIME_OPTIONS = ("out", "device", "workers", "threads", "max_minutes", "save_every_minutes",
+# Threads change the order of float sums, so a run records its thread count and keeps it.
+RUNTIME_OPTIONS = ("out", "device", "workers", "max_minutes", "save_every_minutes",
                    "save_every_steps", "quiet")
+RUN_VERSION = 2
 
 # Purposes mixed into derived seeds so no two random streams coincide.
 _INIT, _SHUFFLE, _STEP, _AUGMENT, _VAL_SPLIT = range(5)
@@ -80,6 +97,8 @@ class TrainConfig:
     augment: str | None = None
     epoch_size: int | None = None
     weight_decay: float | None = None
+    precision: str | None = None
+    channels_last: bool | None = None
     val_size: int = 3000
     val_fraction: float = 0.1
     model_args: dict = field(default_factory=dict)
@@ -97,9 +116,12 @@ class TrainConfig:
         if self.recipe not in RECIPES:
             raise LenszooError(f"unknown recipe {self.recipe!r}; choose one of: {', '.join(RECIPES)}")
         values = asdict(self)
-        for key, default in RECIPES[self.recipe].items():
+        defaults = {**RECIPES[self.recipe], **(CPU_BUDGETS.get(self.arch, {}) if self.recipe == "cpu" else {})}
+        for key, default in defaults.items():
             if values[key] is None:
                 values[key] = default
+        if values["epoch_size"] is None and values["stream"]:
+            values["epoch_size"] = PAPER_STREAM_EPOCH
         config = TrainConfig(**values)
         config.check()
         return config
@@ -110,8 +132,12 @@ class TrainConfig:
             raise LenszooError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
         if self.augment not in AUGMENTATIONS:
             raise LenszooError(f"unknown augmentation {self.augment!r}; choose one of: {', '.join(AUGMENTATIONS)}")
+        if self.precision not in PRECISIONS:
+            raise LenszooError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         positive = {"lr": self.lr, "batch_size": self.batch_size, "epochs": self.epochs,
-                    "epoch_size": self.epoch_size, "val_size": self.val_size}
+                    "val_size": self.val_size}
+        if self.epoch_size is not None:
+            positive["epoch_size"] = self.epoch_size
         for name, value in positive.items():
             if value is None or value <= 0:
                 raise LenszooError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -139,12 +165,13 @@ class TrainConfig:
 
     def recipe_dict(self) -> dict:
         """What a checkpoint records about how it was trained."""
-        keys = ("recipe", "lr", "batch_size", "epochs", "schedule", "augment", "weight_decay", "seed")
+        keys = ("recipe", "lr", "batch_size", "epochs", "epoch_size", "schedule", "augment", "weight_decay",
+                "precision", "channels_last", "seed")
         recipe = {k: getattr(self, k) for k in keys}
         recipe.update(optimizer="adam", loss="cross_entropy" if self.task == "classify" else "mse_log10_ma",
                       data="stream" if self.stream else "stored")
-        if self.stream:
-            recipe["epoch_size"] = self.epoch_size
+        if recipe["epoch_size"] is None:
+            recipe["epoch_size"] = "one pass over the training data"
         return recipe
 
 
@@ -219,33 +246,53 @@ class BatchAugment:
 class BatchPlan:
     """Which item indices each of this rank's batches holds: a pure function of (seed, epoch, step).
 
-    Stored data are shuffled per epoch by a generator seeded with (seed, epoch);
-    a stream's epoch ``e`` is stream indices ``[e*n, (e+1)*n)`` (already random).
+    Training walks one endless sequence of items; epoch ``e`` is its positions
+    ``[e*N, (e+1)*N)`` with ``N = epoch_size`` (default: one pass over the data).
+    A stream's position is its stream index (already random). Stored data are
+    read in passes, each pass ``p`` a permutation seeded with (seed, p), so with
+    ``N`` equal to the data size epoch ``e`` is pass ``e``; other ``N`` give
+    epochs of any size, which is how a budget is fixed in images.
     Ranks take interleaved slices of equal length, so all ranks run the same
     number of steps.
     """
 
-    def __init__(self, n_items: int, batch_size: int, *, seed: int, shuffle: bool, rank=0, world_size=1,
-                 index_map=None):
+    def __init__(self, n_items: int | None, batch_size: int, *, seed: int, shuffle: bool, rank=0, world_size=1,
+                 index_map=None, epoch_size: int | None = None):
+        if shuffle and not n_items:
+            raise LenszooError("no training images: the training data are empty")
         self.n_items, self.batch_size, self.seed, self.shuffle = n_items, batch_size, seed, shuffle
+        self.epoch_size = epoch_size or n_items
         self.rank, self.world_size = rank, world_size
         self.index_map = index_map  # position -> underlying item index (a subset of stored data)
-        self.per_rank = n_items // world_size
+        self.per_rank = self.epoch_size // world_size
         if self.per_rank == 0:
-            raise LenszooError(f"{n_items} training images cannot be split over {world_size} processes; "
-                               "use more data or fewer processes")
+            raise LenszooError(f"{self.epoch_size} training images per epoch cannot be split over {world_size} "
+                               "processes; use more data or fewer processes")
         self.steps_per_epoch = math.ceil(self.per_rank / batch_size)
         self._cache: tuple[int, np.ndarray] | None = None
+        self._passes: dict[int, np.ndarray] = {}
+
+    def _permutation(self, pass_index: int) -> np.ndarray:
+        if pass_index not in self._passes:
+            if len(self._passes) > 4:
+                self._passes.clear()
+            rng = np.random.Generator(np.random.PCG64(derive_seed(self.seed, _SHUFFLE, pass_index)))
+            self._passes[pass_index] = rng.permutation(self.n_items)
+        return self._passes[pass_index]
 
     def epoch_items(self, epoch: int) -> np.ndarray:
         if self._cache is not None and self._cache[0] == epoch:
             return self._cache[1]
+        first = epoch * self.epoch_size
+        positions = np.arange(first, first + self.per_rank * self.world_size, dtype=np.int64)[self.rank::self.world_size]
         if self.shuffle:
-            rng = np.random.Generator(np.random.PCG64(derive_seed(self.seed, _SHUFFLE, epoch)))
-            order = rng.permutation(self.n_items)
+            passes = positions // self.n_items
+            items = np.empty_like(positions)
+            for pass_index in np.unique(passes):
+                chosen = passes == pass_index
+                items[chosen] = self._permutation(int(pass_index))[positions[chosen] % self.n_items]
         else:
-            order = np.arange(self.n_items, dtype=np.int64) + epoch * self.n_items
-        items = order[: self.per_rank * self.world_size][self.rank :: self.world_size]
+            items = positions
         if self.index_map is not None:
             items = self.index_map[items]
         self._cache = (epoch, items)
@@ -366,7 +413,8 @@ def stream_fetch(dataset: str, split: str, task: str, seed: int, *, normalized=T
 @dataclass
 class TrainingData:
     fetch: object  # index -> (image, target)
-    n_per_epoch: int
+    n_items: int | None  # stored training images (None for a stream)
+    epoch_size: int
     shuffle: bool
     index_map: np.ndarray | None
     val_images: object  # this rank's validation shard (tensors)
@@ -387,8 +435,8 @@ def prepare_data(config: TrainConfig, rank=0, world_size=1, log=print) -> Traini
     index_map = None
     if config.stream:
         fetch = stream_fetch(config.dataset, "train", config.task, config.seed)
-        n_per_epoch, shuffle, dataset_name, train_targets = config.epoch_size, False, config.dataset, None
-        description = {"source": "stream", "dataset": dataset_name, "epoch_size": n_per_epoch,
+        n_items, shuffle, dataset_name, train_targets = None, False, config.dataset, None
+        description = {"source": "stream", "dataset": dataset_name, "epoch_size": config.epoch_size,
                        "stream_seed": config.seed}
     else:
         stored = open_stored(config.data, config.task)
@@ -396,7 +444,7 @@ def prepare_data(config: TrainConfig, rank=0, world_size=1, log=print) -> Traini
         if config.dataset and config.dataset != dataset_name:
             raise LenszooError(f"{config.data} holds dataset {dataset_name!r} but --dataset is {config.dataset!r}; "
                                f"drop --dataset or point --data at a dataset-{config.dataset} directory")
-        fetch, shuffle, n_per_epoch = stored.__getitem__, True, len(stored)
+        fetch, shuffle, n_items = stored.__getitem__, True, len(stored)
         description = {"source": "stored", "path": str(Path(config.data).resolve()), "dataset": dataset_name}
         train_targets = np.asarray(stored.targets)
     val_seed = 0  # one validation set for every training seed, so runs compare
@@ -414,14 +462,14 @@ def prepare_data(config: TrainConfig, rank=0, world_size=1, log=print) -> Traini
         description["val"] = {"source": "stream", "split": "val", "n": n_val, "stream_seed": val_seed}
     else:
         # Hold out a fixed fraction of the stored data (the same for every seed).
-        n_total = n_per_epoch
+        n_total = n_items
         n_val = max(1, int(round(n_total * config.val_fraction)))
         if n_total - n_val < 1:
             raise LenszooError(f"{config.data} has only {n_total} images: too few to hold out a validation set")
         order = np.random.Generator(np.random.PCG64(derive_seed(val_seed, _VAL_SPLIT))).permutation(n_total)
         val_fetch, val_indices = fetch, np.sort(order[:n_val])
         index_map = np.sort(order[n_val:])
-        n_per_epoch = len(index_map)
+        n_items = len(index_map)
         train_targets = train_targets[index_map]
         description["val"] = {"source": "held out", "fraction": config.val_fraction, "n": n_val}
     positions = _shard(n_val, rank, world_size)
@@ -435,7 +483,10 @@ def prepare_data(config: TrainConfig, rank=0, world_size=1, log=print) -> Traini
         target_mean = float(np.mean(reference)) if len(reference) else None
     else:
         target_mean = None
-    return TrainingData(fetch, n_per_epoch, shuffle, index_map, images, targets, positions, n_val,
+    epoch_size = config.epoch_size or n_items
+    if not config.stream:
+        description["epoch_size"] = epoch_size
+    return TrainingData(fetch, n_items, epoch_size, shuffle, index_map, images, targets, positions, n_val,
                         dataset_name, description, target_mean)
 
 
@@ -584,6 +635,34 @@ def init_distributed(device_name: str):
     return ctx, device, created
 
 
+def autocast(precision: str, device):
+    """The forward pass's precision: fp32, or bfloat16 autocast (weights, loss and optimizer stay fp32)."""
+    import contextlib
+
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def hardware_name(device) -> str:
+    """What a run trained on, for its checkpoint's record: the GPU's or the CPU's model name."""
+    import platform
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({available_cores()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({available_cores()} cores)"
+
+
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -617,14 +696,21 @@ def config_for_resume(run_dir, given: TrainConfig, given_fields: set[str]) -> Tr
     stored = run["config"]
     known = {f.name for f in fields(TrainConfig)}
     stored = {k: v for k, v in stored.items() if k in known}
+    runtime = set(RUNTIME_OPTIONS)
+    if run.get("version", 1) < 2:  # what version-1 runs computed before these options existed
+        stored.setdefault("precision", "fp32")
+        stored.setdefault("channels_last", False)
+        if not stored.get("stream"):
+            stored["epoch_size"] = None  # an epoch was one pass over stored data
+        runtime.add("threads")  # not recorded then
     conflicts = []
-    for name in sorted(given_fields - set(RUNTIME_OPTIONS)):
+    for name in sorted(given_fields - runtime):
         if name in stored and getattr(given, name) != stored[name]:
             conflicts.append(f"--{name.replace('_', '-')} {getattr(given, name)!r} (run has {stored[name]!r})")
     if conflicts:
         raise LenszooError(f"{run_dir} is a different run: " + "; ".join(conflicts)
                            + ". Drop those options to resume it, or use a new --out for a new run")
-    values = {**stored, **{k: getattr(given, k) for k in RUNTIME_OPTIONS}}
+    values = {**stored, **{k: getattr(given, k) for k in runtime}}
     values["out"] = str(run_dir)
     return TrainConfig(**values)
 
@@ -632,7 +718,7 @@ def config_for_resume(run_dir, given: TrainConfig, given_fields: set[str]) -> Tr
 def write_run_file(run_dir: Path, config: TrainConfig, world_size: int):
     from . import __version__
 
-    run = {"format": RUN_FORMAT, "version": 1, "config": asdict(config), "world_size": world_size,
+    run = {"format": RUN_FORMAT, "version": RUN_VERSION, "config": asdict(config), "world_size": world_size,
            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "lenszoo_version": __version__,
            "command": sys.argv}
     atomic_write_text(run_dir / RUN_FILE, json.dumps(run, indent=2, sort_keys=True) + "\n")
@@ -779,7 +865,9 @@ def train(config: TrainConfig, *, resume: bool = False, given_fields: set[str] |
         if not config.out:
             raise LenszooError("--resume needs --out RUN_DIR: the run to continue")
         config = config_for_resume(config.out, config, given_fields if given_fields is not None else set())
-    config = config.resolved()
+        config.check()  # a stored config is already resolved: its None values keep their meaning
+    else:
+        config = config.resolved()
     run_dir = Path(config.out)
     info = (lambda message: None) if config.quiet else log
 
@@ -813,7 +901,9 @@ def _run(config, resume, spec, run_dir, ctx, device, started, log, info) -> dict
     import torch
 
     # Processes on one machine share its cores (torchrun alone would give each all of them).
-    torch.set_num_threads(config.threads or max(1, available_cores() // ctx.local_world_size))
+    if config.threads is None:
+        config.threads = max(1, available_cores() // ctx.local_world_size)
+    torch.set_num_threads(config.threads)
     if resume:
         stored_world = read_run(run_dir).get("world_size", 1)
         if stored_world != ctx.world_size:
@@ -849,6 +939,8 @@ def _run(config, resume, spec, run_dir, ctx, device, started, log, info) -> dict
                     f"mean target {data.target_mean:.2f}; training may need many steps to reach it")
         progress = {"epoch": 0, "step": 0, "global_step": 0, "images_seen": 0, "sums": _zero_sums(),
                     "best": None, "history": [], "elapsed_s": 0.0, "save_index": 0, "finished": False}
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     model.train()
     net = model
     if ctx.enabled:
@@ -858,11 +950,14 @@ def _run(config, resume, spec, run_dir, ctx, device, started, log, info) -> dict
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
 
-    plan = BatchPlan(data.n_per_epoch, config.batch_size, seed=config.seed, shuffle=data.shuffle,
-                     rank=ctx.rank, world_size=ctx.world_size, index_map=data.index_map)
+    plan = BatchPlan(data.n_items, config.batch_size, seed=config.seed, shuffle=data.shuffle,
+                     rank=ctx.rank, world_size=ctx.world_size, index_map=data.index_map,
+                     epoch_size=data.epoch_size)
     total_steps = plan.steps_per_epoch * config.epochs
     checkpoint_kwargs = {"dataset": data.dataset_name, "normalization": NORMALIZATION,
                          "recipe": config.recipe_dict()}
+    compute = {"device": device.type, "hardware": hardware_name(device), "threads": torch.get_num_threads(),
+               "processes": ctx.world_size}
     n_params = sum(p.numel() for p in model.parameters())
     if ctx.is_main:
         where = f"from epoch {progress['epoch'] + 1} step {progress['step']}" if state_folder else "from scratch"
@@ -904,10 +999,14 @@ def _run(config, resume, spec, run_dir, ctx, device, started, log, info) -> dict
                     assert (got_epoch, got_step) == (epoch, step), "batch stream out of step with the loop"
                     seed_step(config.seed, epoch, step, ctx.rank)
                     images = images.to(device, non_blocking=True)
+                    if config.channels_last:
+                        images = images.contiguous(memory_format=torch.channels_last)
                     targets = targets.to(device, non_blocking=True)
                     for group in optimizer.param_groups:
                         group["lr"] = config.lr * lr_factor(config.schedule, progress["global_step"], total_steps)
-                    outputs = net(images)
+                    with autocast(config.precision, device):
+                        outputs = net(images)
+                    outputs = outputs.float()  # the loss and everything after it in fp32
                     loss = compute_loss(config.task, outputs, targets)
                     if not torch.isfinite(loss):
                         raise LenszooError(f"loss became {float(loss)} at epoch {epoch + 1} step {step}; lower --lr "
@@ -951,7 +1050,9 @@ def _run(config, resume, spec, run_dir, ctx, device, started, log, info) -> dict
                     bar.close()
                 if status != "finished":
                     break
-                _end_epoch(config, ctx, model, data, progress, run_dir, device, checkpoint_kwargs, total_steps,
+                compute["train_minutes"] = round((elapsed_before + time.monotonic() - started) / 60, 2)
+                _end_epoch(config, ctx, model, data, progress, run_dir, device,
+                           {**checkpoint_kwargs, "extra": {"compute": compute}}, total_steps,
                            time.monotonic() - epoch_start, epoch_images, info)
                 if ctx.is_main and not resume and progress["epoch"] == 1:
                     note = budget_fit_note(config, seconds_per_epoch=time.monotonic() - loop_start,
@@ -1053,6 +1154,9 @@ def _end_epoch(config, ctx, model, data, progress, run_dir, device, checkpoint_k
     row = {"epoch": epoch + 1, "images_seen": progress["images_seen"], "train": train_metrics, "val": val,
            "lr": config.lr * lr_factor(config.schedule, progress["global_step"] - 1, total_steps),
            "is_best": is_best, "seconds": round(seconds, 3), "images_per_s": round(images / max(seconds, 1e-9), 1)}
+    minutes = checkpoint_kwargs.get("extra", {}).get("compute", {}).get("train_minutes")
+    if minutes is not None:
+        row["train_minutes"] = minutes  # wall clock since the run began, resumes included
     progress["history"].append(row)
     if is_best:
         progress["best"] = {"epoch": epoch + 1, "key": list(key), "val": val, "images_seen": progress["images_seen"]}
@@ -1060,7 +1164,7 @@ def _end_epoch(config, ctx, model, data, progress, run_dir, device, checkpoint_k
     progress["step"] = 0
     progress["sums"] = _zero_sums()
     if ctx.is_main:
-        extra = {"epoch": epoch + 1, "training_data": data.description,
+        extra = {**checkpoint_kwargs.get("extra", {}), "epoch": epoch + 1, "training_data": data.description,
                  "selected_on": "val accuracy, then val loss" if config.task == "classify" else "val mse"}
         kwargs = {**checkpoint_kwargs, "images_seen": row["images_seen"],
                   "metrics": {"val": val, "train": train_metrics}, "extra": extra}

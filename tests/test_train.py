@@ -224,6 +224,89 @@ def test_max_minutes_stops_with_a_state_and_resume_matches_uninterrupted(tiny_ar
     assert val_history(reference) == val_history(stopped)
 
 
+def test_bf16_channels_last_training_runs_and_resumes_exactly(tiny_arch, tmp_path):
+    reference, stopped = tmp_path / "reference", tmp_path / "stopped"
+    args = ["--arch", "tiny", *SMALL, "--precision", "bf16", "--channels-last", "--augment", "rot90flip"]
+    assert cli("train", *args, "--out", reference).exit_code == 0
+    fp32 = tmp_path / "fp32"
+    assert cli("train", "--arch", "tiny", *SMALL, "--augment", "rot90flip", "--out", fp32).exit_code == 0
+    assert tensors(reference / "last" / "model.safetensors")["head.weight"].dtype.is_floating_point
+    # bf16 changes the numbers (so it is part of the run), the weights stay fp32
+    assert not tensors(reference / "last" / "model.safetensors")["head.weight"].equal(
+        tensors(fp32 / "last" / "model.safetensors")["head.weight"])
+    assert {str(t.dtype) for t in tensors(reference / "last" / "model.safetensors").values()
+            if t.is_floating_point()} == {"torch.float32"}
+    config = json.loads((reference / "best" / "config.json").read_text())
+    assert config["recipe"]["precision"] == "bf16" and config["recipe"]["channels_last"] is True
+    assert config["compute"]["threads"] >= 1 and config["compute"]["hardware"]
+    assert config["compute"]["train_minutes"] >= 0
+
+    assert cli("train", *args, "--out", stopped, "--max-minutes", "1e-6").exit_code == 0
+    for _ in range(10):
+        result = cli("train", "--resume", "--out", stopped, "--max-minutes", "0.002")
+        assert result.exit_code == 0, result.output
+        if json.loads(result.output.strip().splitlines()[-1])["status"] == "finished":
+            break
+    for name in ("best", "last"):
+        assert_same_weights(reference / name / "model.safetensors", stopped / name / "model.safetensors")
+    assert val_history(reference) == val_history(stopped)
+
+
+def test_stored_data_epochs_of_any_size_fix_the_budget_in_images(tiny_arch, tmp_path):
+    from lenszoo.data import simulate_dataset
+    from lenszoo.train import BatchPlan
+
+    data = tmp_path / "A-train"
+    simulate_dataset("A", "train", 10, data, progress=False)
+    run = tmp_path / "run"
+    result = cli("train", "--arch", "tiny", "--data", data, "--epochs", "2", "--epoch-size", "40",
+                 "--batch-size", "8", "--val-fraction", "0.2", "--out", run, "--quiet")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["images_seen"] for row in rows] == [40, 80]  # 24 training images, 80 seen
+
+    # Epochs cross passes; each pass is a permutation of all items; epoch = pass when the sizes agree.
+    plan = BatchPlan(24, 8, seed=3, shuffle=True, epoch_size=40)
+    sequence = np.concatenate([plan.epoch_items(e) for e in range(3)])
+    for start in (0, 24, 48, 72, 96):
+        assert sorted(sequence[start:start + 24].tolist()) == list(range(24))
+    one_pass = BatchPlan(24, 8, seed=3, shuffle=True)
+    for epoch in range(3):
+        assert np.array_equal(one_pass.epoch_items(epoch), sequence[epoch * 24:(epoch + 1) * 24])
+
+
+def test_thread_count_is_part_of_the_run(stored_run):
+    run_file = json.loads((stored_run / "run.json").read_text())
+    assert run_file["version"] == 2 and isinstance(run_file["config"]["threads"], int)
+    other = str(run_file["config"]["threads"] + 1)
+    assert_one_line_error(cli("train", "--resume", "--out", stored_run, "--threads", other),
+                          "different run", "--threads")
+
+
+def test_version_1_runs_resume_with_their_original_meaning(tiny_arch, tmp_path):
+    """Runs started before precision, channels_last, recorded threads and stored-data epoch sizes."""
+    from lenszoo.data import simulate_dataset
+
+    data = tmp_path / "A-train"
+    simulate_dataset("A", "train", 10, data, progress=False)
+    run = tmp_path / "run"
+    args = ["--arch", "tiny", "--data", data, "--recipe", "cpu", "--epochs", "2", "--batch-size", "8",
+            "--val-fraction", "0.2", "--quiet"]
+    assert cli("train", *args, "--out", run, "--max-minutes", "1e-6").exit_code == 0
+    run_file = json.loads((run / "run.json").read_text())
+    run_file["version"] = 1
+    for key in ("precision", "channels_last"):
+        del run_file["config"][key]
+    run_file["config"]["threads"] = None
+    run_file["config"]["epoch_size"] = 12_000  # what version 1 stored, and ignored, for stored data
+    (run / "run.json").write_text(json.dumps(run_file))
+    result = cli("train", "--resume", "--out", run, "--threads", "2")  # threads were a runtime option then
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["images_seen"] for row in rows] == [24, 48]  # epochs were passes over the data
+    assert json.loads((run / "best" / "config.json").read_text())["recipe"]["precision"] == "fp32"
+
+
 def test_budget_fit_note_names_the_epochs_that_fit():
     from lenszoo.train import TrainConfig, budget_fit_note
 

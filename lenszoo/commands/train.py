@@ -11,7 +11,8 @@ from ..hookspecs import hookimpl
 
 # CLI option -> TrainConfig field, for the options whose values --resume checks.
 _TRAIN_FIELDS = ("arch", "task", "dataset", "out", "data", "val_data", "stream", "recipe", "lr", "batch_size",
-                 "epochs", "schedule", "augment", "epoch_size", "weight_decay", "val_size", "val_fraction",
+                 "epochs", "schedule", "augment", "epoch_size", "weight_decay", "precision", "channels_last",
+                 "val_size", "val_fraction",
                  "model_args", "seed", "device", "workers", "threads", "max_minutes", "save_every_minutes",
                  "save_every_steps", "quiet")
 
@@ -42,12 +43,18 @@ def parse_model_args(pairs) -> dict:
               help="Defaults for the options below: paper (Adam 1e-4, batch 64, 10 epochs, no augmentation) "
                    "or cpu (lr 1e-3, cosine, rot90+flip, 24 epochs of 12,000 streamed images: c8_steerable's 15 minutes on 2 cores).")
 @click.option("--epochs", type=int, help="Epochs (recipe: 10 / 24).")
-@click.option("--epoch-size", type=int, help="Images per epoch with --stream (recipe: 90,000 / 12,000).")
+@click.option("--epoch-size", type=int, help="Images per epoch (recipe paper: one pass over --data, 90,000 with "
+              "--stream; cpu: 12,000, or each built-in's 15-minute budget).")
 @click.option("--batch-size", type=int, help="Images per step and process (recipe: 64).")
 @click.option("--lr", type=float, help="Adam learning rate (recipe: 1e-4 / 1e-3).")
 @click.option("--weight-decay", type=float, help="Adam weight decay (recipe: 0).")
 @click.option("--schedule", help="constant, cosine or onecycle, per step (recipe: constant / cosine).")
 @click.option("--augment", help="none, flip, rot90 or rot90flip: exact pixel-grid symmetries (recipe: none / rot90flip).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]),
+              help="fp32, or bf16 autocast for the forward pass (weights, loss and optimizer stay fp32) "
+                   "[recipe: fp32; cpu: each built-in's faster one].")
+@click.option("--channels-last/--no-channels-last", default=None,
+              help="Train in channels_last memory format [recipe: off; cpu: on where it is faster].")
 @click.option("--val-size", type=int, default=3000, show_default=True, help="Validation images simulated with --stream.")
 @click.option("--val-fraction", type=float, default=0.1, show_default=True,
               help="Share of --data held out for validation when there is no --val-data.")
