@@ -124,10 +124,11 @@ def test_polar_view_turns_rotation_into_a_shift():
     assert torch.allclose(turned, torch.roll(view, n_angles // 4, dims=-1), atol=1e-4)
 
 
-def test_logits_are_invariant_to_rot90():
+@pytest.mark.parametrize("options", [{}, {"readout": "flatten"}])
+def test_logits_are_invariant_to_rot90(options):
     """90 degrees is a whole number of angle bins, so the canonical image is the same to rounding."""
     torch.manual_seed(0)
-    model = settle_batch_norm(lenszoo.create_model("etn"))
+    model = settle_batch_norm(lenszoo.create_model("etn", **options))
     x = torch.cat([smooth_centred_images(2), torch.rand(2, 1, 64, 64)])
     with torch.no_grad():
         logits = model(x)
@@ -136,11 +137,12 @@ def test_logits_are_invariant_to_rot90():
             assert change.max() < 1e-4, (k, change)
 
 
+@pytest.mark.parametrize("options", [{}, {"readout": "flatten"}])
 @pytest.mark.parametrize("degrees", [30, 45, 137])
-def test_arbitrary_rotations_change_logits_much_less_than_the_plain_base_cnn(degrees):
+def test_arbitrary_rotations_change_logits_much_less_than_the_plain_base_cnn(degrees, options):
     images = smooth_centred_images(6)
     torch.manual_seed(0)
-    etn = settle_batch_norm(lenszoo.create_model("etn"))
+    etn = settle_batch_norm(lenszoo.create_model("etn", **options))
     torch.manual_seed(0)
     base = BaseCNN((16, 32, 64, 128))
     plain = settle_batch_norm(nn.Sequential(base, nn.Linear(base.out_features, 3)))
@@ -165,6 +167,7 @@ def test_bad_inputs_give_one_line_errors(bad_input):
     ({"n_angles": 0}, "n_angles"),
     ({"min_radius": 1.5}, "min_radius"),
     ({"base_widths": "wide"}, "base_widths"),
+    ({"readout": "max"}, "readout"),
 ])
 def test_bad_options_give_one_line_errors(options, words):
     with pytest.raises(lenszoo.LenszooError) as info:

@@ -55,9 +55,10 @@ def test_one_optimisation_step_lowers_the_loss():
     assert one_adam_step_lowers_the_loss(lenszoo.create_model("hnet"))
 
 
-def test_logits_are_invariant_to_rot90():
+@pytest.mark.parametrize("options", [{}, {"readout": "radial"}])
+def test_logits_are_invariant_to_rot90(options):
     torch.manual_seed(0)
-    model = settle_batch_norm(lenszoo.create_model("hnet"))
+    model = settle_batch_norm(lenszoo.create_model("hnet", **options))
     x = torch.cat([smooth_centred_images(2), torch.rand(2, 1, 64, 64)])  # noise too: exactness is not smoothness
     with torch.no_grad():
         logits = model(x)
@@ -66,11 +67,12 @@ def test_logits_are_invariant_to_rot90():
             assert change.max() < 1e-4, (k, change)
 
 
+@pytest.mark.parametrize("options", [{}, {"readout": "radial"}])
 @pytest.mark.parametrize("degrees", [30, 45])
-def test_arbitrary_rotations_change_logits_little_and_less_than_a_plain_cnn(degrees):
+def test_arbitrary_rotations_change_logits_little_and_less_than_a_plain_cnn(degrees, options):
     images = smooth_centred_images(6)
     torch.manual_seed(0)
-    hnet = settle_batch_norm(lenszoo.create_model("hnet"))
+    hnet = settle_batch_norm(lenszoo.create_model("hnet", **options))
     torch.manual_seed(0)
     plain = settle_batch_norm(plain_cnn_like_hnet())
     hnet_change, plain_change = rotation_change(hnet, images, degrees), rotation_change(plain, images, degrees)
@@ -158,8 +160,27 @@ def test_bad_input_shapes_give_one_line_errors(bad_input):
     ({"depths": [1, 1]}, "depths"),
     ({"kernel_size": 4}, "odd"),
     ({"max_order": 0}, "max_order"),
+    ({"readout": "max"}, "readout"),
+    ({"radial_bins": 0}, "radial_bins"),
 ])
 def test_bad_options_give_one_line_errors(options, words):
     with pytest.raises(lenszoo.LenszooError) as info:
         lenszoo.create_model("hnet", **options)
     assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_radial_readout_averages_rings_that_rotations_keep_and_sees_radius():
+    from lenszoo.archs.hnet import radial_bin_weights
+
+    weights = radial_bin_weights(8, 4).reshape(4, 8, 8)
+    assert torch.allclose(weights.sum(dim=(1, 2)), torch.ones(4))
+    for k in (1, 2, 3):
+        assert torch.equal(torch.rot90(weights, k, dims=(-2, -1)), weights)
+    # The same bright ring at two radii: equal spatial means, different ring means.
+    r = torch.hypot(*torch.meshgrid(torch.arange(8) - 3.5, torch.arange(8) - 3.5, indexing="ij"))
+    inner, outer = (r < 1.6).float(), ((r > 2.9) & (r < 3.6)).float()
+    inner, outer = inner / inner.sum(), outer / outer.sum()
+    rings = radial_bin_weights(8, 4) @ torch.stack([inner.flatten(), outer.flatten()]).T
+    assert not torch.allclose(rings[:, 0], rings[:, 1])
+    with pytest.raises(lenszoo.LenszooError, match="radial_bins"):
+        radial_bin_weights(8, 40)

@@ -141,18 +141,24 @@ class BaseCNN(nn.Module):
     each with batch norm and ReLU, then a spatial mean. Strided convs instead of pooling
     layers, and a stride-2 first layer: on 2 CPU cores images seen per second matter."""
 
-    def __init__(self, widths=(16, 32, 64, 128)):
+    def __init__(self, widths=(16, 32, 64, 128), readout: str = "mean", input_size: int = 64):
         super().__init__()
         layers: list[nn.Module] = []
-        in_channels = 1
+        in_channels, size = 1, input_size
         for stage, width in enumerate(widths):
             kernel = 5 if stage == 0 else 3
             layers += [nn.Conv2d(in_channels, width, kernel, stride=2, padding=kernel // 2, bias=False),
                        nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
-            in_channels = width
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+            in_channels, size = width, (size + 1) // 2
+        # The canonical image has its pose undone, so where a feature sits carries information:
+        # "flatten" keeps it, "mean" (a spatial average) drops it.
+        if readout == "mean":
+            layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+            self.out_features = in_channels
+        else:
+            layers += [nn.Flatten()]
+            self.out_features = in_channels * size * size
         self.body = nn.Sequential(*layers)
-        self.out_features = in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -163,12 +169,13 @@ class ETN(nn.Module):
 
     def __init__(self, num_outputs: int, transformers=("rotation",), pose_channels: int = 8, pose_depth: int = 3,
                  n_radii: int = 16, n_angles: int = 64, min_radius: float = 0.05,
-                 base_widths=(16, 32, 64, 128), dropout: float = 0.0, mask_outside_disc: bool = True):
+                 base_widths=(16, 32, 64, 128), dropout: float = 0.0, mask_outside_disc: bool = True,
+                 readout: str = "mean"):
         super().__init__()
         self.pose_predictors = nn.ModuleList(
             PosePredictor(kind, pose_channels, pose_depth, n_radii, n_angles, min_radius) for kind in transformers)
         self.mask_outside_disc = mask_outside_disc
-        self.base = BaseCNN(base_widths)
+        self.base = BaseCNN(base_widths, readout)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.base.out_features, num_outputs))
 
     def canonical_transform(self, images: torch.Tensor) -> torch.Tensor:
@@ -193,7 +200,8 @@ class ETN(nn.Module):
 
 
 DEFAULTS = dict(transformers=("rotation",), pose_channels=8, pose_depth=3, n_radii=16, n_angles=64,
-                min_radius=0.05, base_widths=(16, 32, 64, 128), dropout=0.0, mask_outside_disc=True)
+                min_radius=0.05, base_widths=(16, 32, 64, 128), dropout=0.0, mask_outside_disc=True, readout="mean")
+READOUTS = ("mean", "flatten")
 
 
 def _number_in(value, low, high) -> bool:
@@ -219,6 +227,8 @@ def build_etn(task, **options):
         raise LenszooError(f"etn option dropout={opts['dropout']!r} must lie in [0, 1); use e.g. 0.3")
     if not isinstance(opts["mask_outside_disc"], bool):
         raise LenszooError(f"etn option mask_outside_disc={opts['mask_outside_disc']!r} is invalid; use true or false")
+    if opts["readout"] not in READOUTS:
+        raise LenszooError(f"etn option readout={opts['readout']!r} is invalid; use one of: {', '.join(READOUTS)}")
     base_widths = positive_ints("etn", "base_widths", opts["base_widths"])
     return ETN(num_outputs(task), **{**opts, "transformers": transformers, "base_widths": base_widths})
 

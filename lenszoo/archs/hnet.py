@@ -180,16 +180,43 @@ class MagnitudeBatchNorm(nn.Module):
         return _rescale(x, self.orders, self.activation(normed) / mag)
 
 
+def radial_bin_weights(size: int, bins: int) -> torch.Tensor:
+    """(bins, size*size) averaging weights over rings about the map centre.
+
+    A pixel's ring is set by its distance from the centre, which quarter turns
+    (and, up to the pixel grid, any rotation) leave unchanged, so ring means are
+    invariant while still telling the centre from the Einstein ring and the edge.
+    Each pixel is shared linearly between the two nearest ring radii, so a
+    feature that moves a little in radius moves a little between rings.
+    """
+    if bins < 2:
+        raise LenszooError(f"hnet radial read-out needs radial_bins >= 2, got {bins}; use e.g. 4")
+    offsets = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    radius = torch.hypot(offsets[:, None], offsets[None, :]).flatten()
+    centres = torch.linspace(float(radius.min()), float(radius.max()), bins, dtype=torch.float64)
+    spacing = centres[1] - centres[0]
+    weights = (1 - (radius[None, :] - centres[:, None]).abs() / spacing).clamp(min=0)
+    totals = weights.sum(1, keepdim=True)
+    if (totals < 0.5).any():
+        raise LenszooError(f"hnet radial read-out: {bins} rings on a {size}x{size} map leave a ring almost "
+                           "empty; use fewer radial_bins")
+    return (weights / totals).float()
+
+
+READOUTS = ("mean", "radial")
+
+
 class HNet(nn.Module):
     """Harmonic Network: harmonic convs in stages, 2x2 mean pooling ending each stage but the last,
-    invariant read-out (magnitudes summed over orders, spatial mean), MLP head."""
+    invariant read-out (magnitudes summed over orders, then a spatial mean or ring means), MLP head."""
 
     def __init__(self, num_outputs: int, widths=(6, 8, 12, 16), depths=(1, 1, 2, 2), kernel_size: int = 5,
                  n_rings: int = 4, max_order: int = 1, ring_bandwidth: float = 0.5, batch_norm: bool = True,
-                 head_hidden: int = 32):
+                 head_hidden: int = 32, readout: str = "mean", radial_bins: int = 4, input_size: int = 64):
         super().__init__()
         self.orders = max_order + 1
         self.pools = len(widths) - 1
+        self.readout = readout
         layers: list[nn.Module] = []
         in_channels, real_input = 1, True
         for stage, (width, depth) in enumerate(zip(widths, depths)):
@@ -205,19 +232,31 @@ class HNet(nn.Module):
                 layers.append(norm(width, max_order))
                 in_channels, real_input = width, False
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Linear(in_channels, head_hidden), nn.ReLU(), nn.Linear(head_hidden, num_outputs))
+        features = in_channels
+        if readout == "radial":
+            self.final_size = input_size // 2**self.pools
+            self.register_buffer("ring_weights", radial_bin_weights(self.final_size, radial_bins), persistent=False)
+            features = in_channels * radial_bins
+        self.head = nn.Sequential(nn.Linear(features, head_hidden), nn.ReLU(), nn.Linear(head_hidden, num_outputs))
 
     def invariant_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C): per channel, magnitudes summed over orders, averaged over the map."""
+        """(B, C) or (B, C * radial_bins): per channel, magnitudes summed over orders, averaged over
+        the map or over each ring about its centre."""
         check_image_batch(x, "hnet", multiple_of=2**self.pools)
-        return magnitudes(self.features(x), self.orders).sum(dim=1).mean(dim=(-2, -1))
+        maps = magnitudes(self.features(x), self.orders).sum(dim=1)
+        if self.readout == "mean":
+            return maps.mean(dim=(-2, -1))
+        if maps.shape[-1] != self.final_size:
+            raise LenszooError(f"hnet with the radial read-out was built for {self.final_size * 2**self.pools}-pixel "
+                               f"images, got {x.shape[-1]}; pass (B, 1, 64, 64) batches")
+        return (maps.flatten(2) @ self.ring_weights.T).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.invariant_features(x))
 
 
 DEFAULTS = dict(widths=(6, 8, 12, 16), depths=(1, 1, 2, 2), kernel_size=5, n_rings=4, max_order=1,
-                ring_bandwidth=0.5, batch_norm=True, head_hidden=32)
+                ring_bandwidth=0.5, batch_norm=True, head_hidden=32, readout="mean", radial_bins=4)
 
 
 def build_hnet(task, **options):
@@ -230,6 +269,9 @@ def build_hnet(task, **options):
         raise LenszooError(f"hnet option batch_norm={opts['batch_norm']!r} is invalid; use true or false")
     if not isinstance(opts["max_order"], int) or isinstance(opts["max_order"], bool) or opts["max_order"] < 1:
         raise LenszooError(f"hnet option max_order={opts['max_order']!r} is invalid; use 1 (orders 0 and 1) or more")
+    if opts["readout"] not in READOUTS:
+        raise LenszooError(f"hnet option readout={opts['readout']!r} is invalid; use one of: {', '.join(READOUTS)}")
+    positive_int("hnet", "radial_bins", opts["radial_bins"])
     bandwidth = opts["ring_bandwidth"]
     if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not bandwidth > 0:
         raise LenszooError(f"hnet option ring_bandwidth={opts['ring_bandwidth']!r} must be > 0; use e.g. 0.5 pixels")
