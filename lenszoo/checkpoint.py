@@ -11,15 +11,12 @@ folder that then replaces the target.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import LenszooError
+from .files import atomic_folder, atomic_write_text, honour_umask, sha256_file  # noqa: F401 - re-exported
 from .tasks import CLASS_NAMES
 
 WEIGHTS_NAME = "model.safetensors"
@@ -28,48 +25,6 @@ CARD_NAME = "README.md"
 FORMAT = "lenszoo-checkpoint"
 FORMAT_VERSION = 1
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-
-
-def sha256_file(path, chunk=1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def atomic_write_text(path, text: str):
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@contextmanager
-def atomic_folder(target):
-    """Yield a temporary folder; on success it replaces ``target`` (old content removed)."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
-        yield tmp
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def state_dict_for_saving(model) -> dict:
@@ -87,16 +42,37 @@ def state_dict_for_saving(model) -> dict:
     return state
 
 
+def is_checkpoint_folder(folder) -> bool:
+    """True for a folder lenszoo wrote as a checkpoint (its config.json says so)."""
+    try:
+        config = json.loads((Path(folder) / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("format") == FORMAT
+
+
 def save_checkpoint(folder, model, *, dataset=None, normalization=None, metrics=None, recipe=None,
-                    images_seen=None, extra=None) -> Path:
-    """Write ``model`` (built by ``lenszoo.create_model``) as a checkpoint folder."""
+                    images_seen=None, extra=None, claim: bool = True) -> Path:
+    """Write ``model`` (built by ``lenszoo.create_model``) as a checkpoint folder.
+
+    ``folder`` must be new, empty, or an earlier lenszoo checkpoint (which is replaced whole);
+    anything else is refused, so a user's files are never deleted (``claim=False`` skips that
+    check, for folders inside a run directory the trainer owns). ``normalization`` defaults
+    to lenszoo's one normalisation, which every built-in dataset and recipe uses."""
     from safetensors.torch import save_file
 
     from . import __version__
+    from .data.normalization import NORMALIZATION
+    from .files import claim_output
 
     base = getattr(model, "lenszoo_config", None)
     if not base:
         raise LenszooError("model has no lenszoo_config; build it with lenszoo.create_model(...)")
+    if claim:
+        claim_output(folder, what="lenszoo checkpoint folder", is_ours=is_checkpoint_folder,
+                     option="checkpoint folder")
+    if normalization is None:
+        normalization = NORMALIZATION
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -118,7 +94,9 @@ def save_checkpoint(folder, model, *, dataset=None, normalization=None, metrics=
     }
     with atomic_folder(folder) as tmp:
         save_file(state_dict_for_saving(model), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        honour_umask(tmp / WEIGHTS_NAME)  # safetensors creates its files 0600
         config["weights_sha256"] = sha256_file(tmp / WEIGHTS_NAME)
+        validate_config(config, f"the config of {folder}")
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         card = Path(folder) / CARD_NAME
         if card.is_file():  # keep a hand-edited card across re-saves
@@ -127,6 +105,7 @@ def save_checkpoint(folder, model, *, dataset=None, normalization=None, metrics=
 
 
 def read_config(folder) -> dict:
+    """The checked config of a checkpoint folder (see :func:`validate_config`)."""
     folder = Path(folder)
     path = folder / CONFIG_NAME
     if not folder.is_dir():
@@ -134,12 +113,79 @@ def read_config(folder) -> dict:
     if not path.is_file():
         raise LenszooError(f"{folder} has no {CONFIG_NAME}: not a lenszoo checkpoint folder")
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise LenszooError(f"{path} is not UTF-8 text: not a lenszoo checkpoint config; re-export or fetch it again") from None
     except json.JSONDecodeError as exc:
-        raise LenszooError(f"{path} is not valid JSON ({exc}); re-export the checkpoint") from None
-    missing = [k for k in ("arch", "task") if k not in config]
-    if missing:
-        raise LenszooError(f"{path} lacks {', '.join(missing)}: not a lenszoo checkpoint config")
+        raise LenszooError(f"{path} is not valid JSON ({exc}); re-export the checkpoint or fetch it again") from None
+    except OSError as exc:
+        raise LenszooError(f"cannot read {path} ({exc.strerror or exc})") from None
+    return validate_config(config, str(path))
+
+
+_SHA256_CHARS = set("0123456789abcdef")
+
+
+def config_problems(config) -> list[str]:
+    """Everything wrong with a checkpoint config, one phrase each (empty when it is sound)."""
+    from .data.normalization import normalizer_from_config
+    from .names import is_valid_name
+    from .tasks import TASKS
+
+    if not isinstance(config, dict):
+        return [f"must be a JSON object, got {type(config).__name__}"]
+    problems = []
+    if config.get("format", FORMAT) != FORMAT:
+        problems.append(f"format is {config.get('format')!r}, not {FORMAT!r}")
+    version = config.get("format_version", FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION:
+        problems.append(f"format_version {version!r} is not one this lenszoo reads (up to {FORMAT_VERSION}; "
+                        "upgrade lenszoo)")
+    for key in ("arch", "task"):
+        if key not in config:
+            problems.append(f"{key} is missing")
+    if "arch" in config and not is_valid_name(config["arch"]):
+        problems.append(f"arch {config['arch']!r} is not a valid architecture name")
+    if "task" in config and config["task"] not in TASKS:
+        problems.append(f"task {config['task']!r} is not one of {', '.join(TASKS)}")
+    if config.get("dataset") is not None and not is_valid_name(config["dataset"]):
+        problems.append(f"dataset {config['dataset']!r} is not a valid dataset name")
+    if not isinstance(config.get("model_args", {}), dict):
+        problems.append("model_args must be an object of architecture arguments")
+    size = config.get("input_size", [1, 64, 64])
+    if not (isinstance(size, list) and len(size) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        problems.append(f"input_size {size!r} must be three positive integers like [1, 64, 64]")
+    if config.get("task") == "classify" and config.get("class_names", list(CLASS_NAMES)) != list(CLASS_NAMES):
+        problems.append(f"class_names {config.get('class_names')!r} differ from lenszoo's {list(CLASS_NAMES)}")
+    if "normalization" not in config or config["normalization"] is None:
+        problems.append("normalization is missing: a model cannot be fed without knowing its preprocessing")
+    else:
+        try:
+            normalizer_from_config(config["normalization"])
+        except LenszooError as exc:
+            problems.append(f"normalization: {exc}")
+    for key in ("metrics", "recipe"):
+        if not isinstance(config.get(key) or {}, dict):
+            problems.append(f"{key} must be an object")
+    seen = config.get("images_seen")
+    if seen is not None and (isinstance(seen, bool) or not isinstance(seen, int) or seen < 0):
+        problems.append(f"images_seen {seen!r} must be a whole number")
+    sha = config.get("weights_sha256")
+    if sha is not None and not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= _SHA256_CHARS):
+        problems.append("weights_sha256 must be 64 lowercase hex digits")
+    for key in ("plugin", "package"):
+        if config.get(key) is not None and not isinstance(config[key], str):
+            problems.append(f"{key} must be a string")
+    return problems
+
+
+def validate_config(config, where: str) -> dict:
+    problems = config_problems(config)
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise LenszooError(f"{where} is not a valid lenszoo checkpoint config: {problems[0]}{more}; "
+                           "re-export the checkpoint or fetch it again")
     return config
 
 
@@ -166,9 +212,18 @@ def build_from_config(config: dict):
     except UnknownNameError:
         package = config.get("package")
         if package and package != "lenszoo":
+            failed = registry.failed_plugins_of(package)
+            if failed:
+                raise LenszooError(
+                    f"architecture {arch!r} comes from the plugin package {package!r}, which is installed but "
+                    f"failed to load: {failed[0].errors[0]} (see `lenszoo plugins --traceback`)") from None
+            skipped = [p for p in registry.plugins() if p.package == package and p.status == "skipped"]
+            if skipped:
+                raise LenszooError(f"architecture {arch!r} comes from the plugin package {package!r}, which is "
+                                   "installed but not enabled: add it to LENSZOO_PLUGINS") from None
             raise LenszooError(
-                f"architecture {arch!r} comes from the plugin package {package!r}, which is not installed "
-                f"(or not enabled by LENSZOO_PLUGINS); install it with `pip install {package}`"
+                f"architecture {arch!r} comes from the plugin package {package!r}, which is not installed; "
+                f"install it with `pip install {package}`"
             ) from None
         raise
     return spec.build(config["task"], **config.get("model_args", {}))
@@ -194,13 +249,9 @@ def load_state_strict(model, state: dict, source=""):
 
 
 def attach_preprocess(model, config: dict):
-    normalization = config.get("normalization")
-    if normalization:
-        from .data import normalizer_from_config
+    from .data.normalization import Preprocess
 
-        model.preprocess = normalizer_from_config(normalization)
-    else:
-        model.preprocess = None
+    model.preprocess = Preprocess(config["normalization"], config.get("input_size", (1, 64, 64)))
     return model
 
 
@@ -209,6 +260,9 @@ def load_checkpoint(folder, *, device="cpu", verify_sha256=True):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from .runtime import resolve_device
+
+    device = resolve_device(device)
     folder = Path(folder)
     config = read_config(folder)
     check_no_pickle(folder)

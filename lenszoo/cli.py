@@ -8,7 +8,10 @@ mistakes.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import sys
 import time
 
 import click
@@ -16,6 +19,8 @@ import click
 from . import __version__
 from .errors import LenszooError
 from .registry import PLUGINS_ENV, registry
+
+TRACEBACK_ENV = "LENSZOO_TRACEBACK"  # set to 1 to see the traceback behind an error
 
 
 class LenszooGroup(click.Group):
@@ -37,6 +42,47 @@ class LenszooGroup(click.Group):
             return super().invoke(ctx)
         except LenszooError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            if exc.errno == errno.EPIPE or os.environ.get(TRACEBACK_ENV):
+                raise
+            raise click.ClickException(os_error_message(exc)) from None
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Click's main, but every error is one line on stderr: no usage block, no traceback."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = f"`{exc.ctx.command_path} --help`" if exc.ctx is not None else "`lenszoo --help`"
+            click.echo(f"Error: {_one_line(exc.format_message())} (see {where})", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"Error: {_one_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line for an operating-system error: what failed, on which path, and what to do."""
+    what = exc.strerror or type(exc).__name__
+    path = f" {exc.filename}" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = "free some disk space (or choose another --out) and run the same command again: it resumes"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = "choose a path you may write to, or fix its permissions"
+    elif exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.EEXIST):
+        advice = "check the path"
+    else:
+        advice = f"check the path and the disk (set {TRACEBACK_ENV}=1 for details)"
+    return f"{what}:{path}; {advice}"
 
 
 def _show_plugin_warning(message, category, filename, lineno, file=None, line=None):
@@ -105,7 +151,11 @@ def list_command(pattern, task, show_datasets, no_params):
     rows = []
     for name in list_models(pattern, task=task):
         arch = registry.architecture(name)
-        params = "-" if no_params else f"{count_parameters(arch.build(task or arch.tasks[0])):,}"
+        try:
+            params = "-" if no_params else f"{count_parameters(arch.build(task or arch.tasks[0])):,}"
+        except LenszooError as exc:  # one unbuildable plugin model must not hide the others
+            click.echo(f"Warning: {exc}", err=True)
+            params = "unavailable"
         rows.append([name, ",".join(arch.tasks), arch.plugin, params])
     if not rows:
         raise LenszooError(f"no architecture matches {pattern!r}" + (f" with task {task!r}" if task else ""))
@@ -114,11 +164,13 @@ def list_command(pattern, task, show_datasets, no_params):
 
 @main.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins_command(as_json):
+@click.option("--traceback", "show_traceback", is_flag=True, help="Also print the full traceback of each failure.")
+def plugins_command(as_json, show_traceback):
     """Installed plugins: built-in and external, their hooks and load errors."""
     plugins = registry.plugins()
     if as_json:
-        click.echo(json.dumps([p.__dict__ for p in plugins], indent=2, default=list))
+        click.echo(json.dumps([{k: v for k, v in p.__dict__.items() if show_traceback or k != "tracebacks"}
+                               for p in plugins], indent=2, default=list))
         return
     rows = [
         [p.name, "built-in" if p.builtin else "external", p.package or "(in-process)", p.version or "-",
@@ -130,6 +182,9 @@ def plugins_command(as_json):
         for error in p.errors:
             if p.status == "failed":
                 click.echo(f"  {p.name}: {error}")
+        if show_traceback:
+            for text in p.tracebacks:
+                click.echo(f"\n{p.name}:\n{text.rstrip()}")
     if any(p.status == "skipped" for p in plugins):
         click.echo(f"  (skipped plugins are not listed in {PLUGINS_ENV})")
 

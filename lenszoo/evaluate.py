@@ -19,51 +19,54 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import CONFIG_NAME, atomic_folder, load_checkpoint
 from .errors import LenszooError
+from .files import claim_output, output_folder
 from .tasks import CLASS_NAMES, check_task
 
 RESULTS_FORMAT = "lenszoo-evaluation"
 RESULTS_FILE = "results.json"
 SPLITS = ("train", "val", "test")
+MAX_SIMULATED = 100_000  # per class, held in memory
 
 
 # -- the model -------------------------------------------------------------------------------
 def resolve_model(name, *, task=None, dataset=None, device="cpu"):
-    """``(model, description)`` for a run directory, a checkpoint folder or a pretrained name."""
-    from .train import RUN_FILE
+    """``(model, description)`` for a run directory, a checkpoint folder, ``hf-hub:...`` or a
+    registered architecture's released weights (``lenszoo.resolve`` decides which)."""
+    from .resolve import load_model
 
-    path = Path(name)
-    if path.is_dir():
-        if (path / RUN_FILE).is_file():
-            best = path / "best"
-            if not (best / CONFIG_NAME).is_file():
-                raise LenszooError(f"run {path} has no best checkpoint yet (no epoch finished); "
-                                   f"train longer or resume it with `lenszoo train --resume --out {path}`")
-            return load_checkpoint(best, device=device), {"kind": "run", "path": str(path.resolve())}
-        if (path / CONFIG_NAME).is_file():
-            return load_checkpoint(path, device=device), {"kind": "checkpoint", "path": str(path.resolve())}
-        raise LenszooError(f"{path} is neither a run directory (run.json) nor a checkpoint folder "
-                           "(config.json + model.safetensors); pass one of those or a pretrained name")
-    if path.exists():
-        raise LenszooError(f"{path} is a file; pass a run directory, a checkpoint folder or a pretrained name")
-    if "/" in str(name) and not str(name).startswith("hf-hub:"):
-        raise LenszooError(f"{name} does not exist; pass a run directory, a checkpoint folder or a pretrained name")
-    import lenszoo
+    model = load_model(name, task=task or "classify", dataset=dataset or "A", device=device)
+    return model, model.lenszoo_source.describe()
 
-    model = lenszoo.load(name, task=task or "classify", dataset=dataset or "A", device=device)
-    return model, {"kind": "pretrained", "name": str(name)}
+
+def is_evaluation_folder(folder) -> bool:
+    """True for a folder ``lenszoo evaluate`` wrote (its results.json says so)."""
+    try:
+        record = json.loads((Path(folder) / RESULTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("format") == RESULTS_FORMAT
+
+
+def previous_outputs(folder) -> list[str]:
+    """The files an earlier evaluation wrote into ``folder`` (its plots and results.json)."""
+    try:
+        record = json.loads((Path(folder) / RESULTS_FILE).read_text(encoding="utf-8"))
+        return [RESULTS_FILE, *[p for p in record.get("plots", []) if isinstance(p, str)]]
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 # -- the data ----------------------------------------------------------------------------------
-def load_test_data(task, *, dataset=None, split="test", data_dir=None, n_per_class=2000, seed=0, workers=0):
+def load_test_data(task, *, dataset=None, split="test", data_dir=None, n_per_class=2000, seed=0, workers=0,
+                   verify=True):
     """Raw (unnormalised) images, targets and a description of where they came from."""
     from .train import load_items, open_stored, stream_fetch
 
     if split not in SPLITS:
         raise LenszooError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     if data_dir is not None:
-        stored = open_stored(data_dir, task, normalized=False)
+        stored = open_stored(data_dir, task, normalized=False, verify=verify)
         if dataset is not None and stored.dataset_name != dataset:
             raise LenszooError(f"{data_dir} holds dataset {stored.dataset_name!r}, not {dataset!r}; "
                                "drop --dataset or pass data of that dataset")
@@ -79,8 +82,9 @@ def load_test_data(task, *, dataset=None, split="test", data_dir=None, n_per_cla
     from .registry import registry
 
     registry.dataset(dataset)
-    if n_per_class <= 0:
-        raise LenszooError(f"--n-per-class must be positive, got {n_per_class}")
+    if isinstance(n_per_class, bool) or not isinstance(n_per_class, int) or not 0 < n_per_class <= MAX_SIMULATED:
+        raise LenszooError(f"--n-per-class must be a whole number from 1 to {MAX_SIMULATED:,}, got {n_per_class}; "
+                           "for larger test sets simulate them once with `lenszoo simulate` and pass --data")
     n = n_per_class * (len(CLASS_NAMES) if task == "classify" else 1)
     started = time.perf_counter()
     fetch = stream_fetch(dataset, split, task, seed, normalized=False)
@@ -268,16 +272,21 @@ def default_out(model_info, config, dataset, split, rotations) -> Path:
 
 
 def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_per_class=2000, task=None,
-                   rotations=False, seed=0, batch_size=256, device="auto", workers=0, out=None, log=None) -> dict:
+                   rotations=False, seed=0, batch_size=256, device="auto", workers=0, out=None, log=None,
+                   verify=True) -> dict:
     """Evaluate and write ``results.json`` plus plots; returns the results dict."""
     from . import __version__
-    from .train import resolve_device
+    from .runtime import resolve_device
 
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     if task is not None:
         check_task(task)
-    if batch_size <= 0:
-        raise LenszooError(f"--batch-size must be positive, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise LenszooError(f"--batch-size must be a positive whole number, got {batch_size}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise LenszooError(f"--workers must be a whole number >= 0, got {workers}")
+    if out is not None:  # before any work: a refused --out costs nothing
+        claim_output(out, what="lenszoo evaluation folder", is_ours=is_evaluation_folder)
     torch_device = resolve_device(device)
     model, model_info = resolve_model(model_name, task=task, dataset=dataset, device=torch_device)
     config = model.lenszoo_config
@@ -286,8 +295,10 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
         raise LenszooError(f"{model_name} is a {model_task!r} model, not {task!r}; drop --task or pass a {task} model")
     dataset = dataset or (config.get("dataset") if data_dir is None else None)
     images, targets, data_info = load_test_data(model_task, dataset=dataset, split=split, data_dir=data_dir,
-                                                n_per_class=n_per_class, seed=seed, workers=workers)
+                                                n_per_class=n_per_class, seed=seed, workers=workers, verify=verify)
     dataset = data_info["dataset"]
+    out = Path(out) if out else default_out(model_info, config, dataset, split, rotations)
+    claim_output(out, what="lenszoo evaluation folder", is_ours=is_evaluation_folder)
     log(f"evaluating {config['arch']} ({model_task}, trained on {config.get('dataset')}) on {data_info['n']} "
         f"{dataset}/{split} images ({data_info['source']})")
     results, outputs = evaluate_model(model, images, targets, task=model_task, device=torch_device,
@@ -304,9 +315,9 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
         "data": data_info, "metrics": results["metrics"], "rotations": results.get("rotations"),
         "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    out = Path(out) if out else default_out(model_info, config, dataset, split, rotations)
     title = f"{config['arch']} on {dataset}/{split} (n={data_info['n']})"
-    with atomic_folder(out) as tmp:
+    with output_folder(out, what="lenszoo evaluation folder", is_ours=is_evaluation_folder,
+                       previous_files=previous_outputs) as tmp:
         plots = []
         if model_task == "classify":
             plot_roc(tmp / "roc_curves.png", outputs, targets, title)

@@ -18,8 +18,16 @@ from pathlib import Path
 from .checkpoint import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_config, sha256_file
 from .errors import LenszooError
 
-REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# huggingface_hub's own repo-id rule (utils.validate_repo_id; tests check that both agree), plus
+# lenszoo's: a namespace is required. Written out so that validating a manifest imports no httpx.
+_REPO_PART = r"\b[A-Za-z0-9_.\-]{1,96}\b"
+REPO_ID_RE = re.compile(rf"^{_REPO_PART}/{_REPO_PART}$", flags=re.ASCII)
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+def is_valid_repo_id(repo_id) -> bool:
+    return (isinstance(repo_id, str) and REPO_ID_RE.fullmatch(repo_id) is not None
+            and "--" not in repo_id and ".." not in repo_id and not repo_id.endswith(".git"))
 CHECKPOINT_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 
 
@@ -40,8 +48,9 @@ def cache_dir() -> str | None:
 
 
 def check_repo_id(repo_id: str) -> str:
-    if not REPO_ID_RE.match(repo_id or ""):
-        raise LenszooError(f"invalid Hub repo id {repo_id!r}; use the form ORG/NAME")
+    if not is_valid_repo_id(repo_id):
+        raise LenszooError(f"invalid Hub repo id {repo_id!r}; use ORG/NAME: ASCII letters, digits, '-', '_' or '.', "
+                           "at most 96 characters each, no '--' or '..', not ending in .git")
     return repo_id
 
 
@@ -49,6 +58,8 @@ def parse_hf_hub_name(name: str) -> tuple[str, str | None]:
     """``hf-hub:ORG/NAME@REV`` -> (repo_id, revision or None)."""
     spec = name.removeprefix("hf-hub:")
     repo_id, _, revision = spec.partition("@")
+    if revision and (len(revision) > 255 or not revision.isprintable() or any(c.isspace() for c in revision)):
+        raise LenszooError(f"invalid revision {revision!r} in {name!r}; give a commit sha, tag or branch name")
     return check_repo_id(repo_id), (revision or None)
 
 
@@ -145,15 +156,25 @@ class Published:
 
 def resolve_checkpoint_folder(path) -> Path:
     """A checkpoint folder, or the best checkpoint of a training run directory."""
-    path = Path(path)
-    if (path / CONFIG_NAME).is_file():
-        return path
-    for sub in ("best", "checkpoints/best", "last", "checkpoints/last"):
-        if (path / sub / CONFIG_NAME).is_file():
-            return path / sub
-    if not path.exists():
-        raise LenszooError(f"{path} does not exist; pass a run directory or a checkpoint folder")
-    raise LenszooError(f"{path} is neither a checkpoint folder (config.json + model.safetensors) nor a run directory")
+    from .resolve import resolve_name
+
+    return resolve_name(path, accept=("run", "checkpoint")).checkpoint_folder
+
+
+def _network_errors() -> tuple:
+    """The exceptions a request raises when the endpoint cannot be reached (no HTTP answer)."""
+    errors: list = [OSError, TimeoutError]
+    for module, name in (("httpx", "TransportError"), ("requests", "RequestException")):
+        try:
+            errors.append(getattr(__import__(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def _unreachable(exc, action: str) -> LenszooError:
+    where = endpoint() or "https://huggingface.co"
+    return LenszooError(f"{action}: cannot reach {where} ({type(exc).__name__}); check your network or HF_ENDPOINT")
 
 
 def _hub_error(exc, action: str) -> LenszooError:
@@ -200,6 +221,8 @@ def publish(path, repo_id: str, *, tag: str | None = None, private: bool = False
                 api.create_tag(repo_id, tag=tag, revision=sha)
         except HfHubHTTPError as exc:
             raise _hub_error(exc, f"publishing to {repo_id} failed") from None
+        except _network_errors() as exc:
+            raise _unreachable(exc, f"publishing to {repo_id} failed") from None
     base = (endpoint() or "https://huggingface.co").rstrip("/")
     return Published(repo_id, f"{base}/{repo_id}", sha, tag)
 
@@ -247,6 +270,8 @@ def download_checkpoint(repo_id: str, revision: str | None = None, *, local_only
             raise LenszooError(f"{repo_id}@{revision or 'main'} has no {filename}: not a lenszoo checkpoint") from None
         except HfHubHTTPError as exc:
             raise _hub_error(exc, f"downloading {repo_id} failed") from None
+        except _network_errors() as exc:
+            raise _unreachable(exc, f"downloading {repo_id} failed") from None
     folders = {Path(p).parent for p in paths}
     if len(folders) != 1:  # a moving branch changed between the two files
         raise LenszooError(f"{repo_id}@{revision or 'main'} changed while downloading; pin a commit sha and retry")

@@ -25,6 +25,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import LenszooError, PluginError, UnknownNameError
+from .names import check_name
 from .tasks import TASKS, check_task
 
 ENTRY_POINT_GROUP = "lenszoo"
@@ -45,6 +46,7 @@ class PluginInfo:
     status: str = "loaded"  # loaded | failed | skipped
     errors: list[str] = field(default_factory=list)
     hooks: tuple[str, ...] = ()
+    tracebacks: list[str] = field(default_factory=list)  # `lenszoo plugins --traceback`
 
 
 @dataclass(frozen=True)
@@ -72,13 +74,23 @@ class Architecture:
         }
 
     def build(self, task: str = "classify", **kwargs):
+        """A freshly initialised model for ``task``, checked once against the model contract:
+        a ``(N, *input_size)`` float batch in, ``(N, outputs)`` out. The model carries its
+        provenance (``lenszoo_config``) and the preprocessing its inputs need (``preprocess``)."""
         check_task(task)
         if task not in self.tasks:
             raise LenszooError(
                 f"architecture {self.name!r} has no {task!r} head; it supports: {', '.join(self.tasks)}"
             )
+        metadata = sorted(set(kwargs) & REGISTRATION_KEYWORDS)
+        if metadata:
+            raise LenszooError(
+                f"{', '.join(metadata)} of {self.name!r} is fixed by its registration "
+                f"({self.name} takes {'x'.join(map(str, self.input_size))} images); "
+                "register a variant with its own name to change it")
         model_args = {**self.default_kwargs, **kwargs}
-        model = self.builder(task, **model_args)
+        model = self._call_builder(task, model_args)
+        check_model_output(self, model, task)
         # Provenance travels with the module so checkpoints can record it.
         model.lenszoo_config = {
             "arch": self.name,
@@ -88,7 +100,96 @@ class Architecture:
             "plugin": self.plugin,
             "package": self.package,
         }
+        from .data.normalization import NORMALIZATION, Preprocess
+
+        model.preprocess = Preprocess(NORMALIZATION, self.input_size)
+        model.register_forward_pre_hook(InputContract(self.name, self.input_size))
         return model
+
+    def _call_builder(self, task, model_args):
+        origin = f"plugin {self.plugin!r}" + (f" (package {self.package!r})" if self.package else "")
+        try:
+            model = self.builder(task, **model_args)
+        except LenszooError:
+            raise
+        except ImportError as exc:
+            missing = exc.name or str(exc)
+            raise LenszooError(f"architecture {self.name!r} from {origin} needs {missing!r}, which is not installed "
+                               f"({exc}); install it, e.g. `pip install {missing.split('.')[0]}`") from None
+        except Exception as exc:  # noqa: BLE001 - bad arguments or a broken plugin: one line, naming both
+            changed = {k: v for k, v in model_args.items() if self.default_kwargs.get(k, object()) != v}
+            given = ", ".join(f"{k}={v!r}" for k, v in sorted(changed.items())) or "its default arguments"
+            raise LenszooError(f"architecture {self.name!r} ({origin}) cannot be built with {given}: "
+                               f"{type(exc).__name__}: {_first_line(exc)}; see `lenszoo info {self.name}` for its "
+                               "model arguments") from None
+        import torch
+
+        if not isinstance(model, torch.nn.Module):
+            raise LenszooError(f"the builder of architecture {self.name!r} ({origin}) returned "
+                               f"{type(model).__name__}, not a torch.nn.Module; fix or uninstall the plugin")
+        return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+# Registration keywords that describe an architecture; they are not model arguments.
+REGISTRATION_KEYWORDS = frozenset({"tasks", "description", "paper", "input_size"})
+
+
+def check_model_output(arch: "Architecture", model, task: str):
+    """One forward pass on a zero batch of two images (eval mode, no gradients): the output must be
+    ``(2, outputs)``. A plugin whose model disagrees is named now, not after an epoch of training."""
+    import torch
+
+    from .tasks import num_outputs
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = model(torch.zeros(2, *arch.input_size))
+    except LenszooError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure here is the plugin's, and says so
+        raise LenszooError(f"architecture {arch.name!r} (plugin {arch.plugin!r}) fails on a (2, "
+                           f"{', '.join(map(str, arch.input_size))}) batch: {type(exc).__name__}: {exc}") from None
+    finally:
+        model.train(was_training)
+    expected = (2, num_outputs(task))
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != expected:
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise LenszooError(f"architecture {arch.name!r} (plugin {arch.plugin!r}) returns {shape} for a batch of 2 "
+                           f"{task} inputs; a {task} model must return {expected}: fix or uninstall the plugin")
+
+
+class InputContract:
+    """A forward pre-hook: inputs are ``(N, *input_size)`` tensors of the model's float dtype."""
+
+    def __init__(self, arch: str, input_size):
+        self.arch, self.input_size = arch, tuple(input_size)
+
+    def __call__(self, module, args):
+        import torch
+
+        x = args[0] if args else None
+        shape = "x".join(map(str, self.input_size))
+        if not isinstance(x, torch.Tensor):
+            raise LenszooError(f"{self.arch} expects a torch.Tensor of shape (N, {', '.join(map(str, self.input_size))}),"
+                               f" got {type(x).__name__}; convert images with model.preprocess(images)")
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.input_size:
+            raise LenszooError(f"{self.arch} takes batches of {shape} images, shape (N, "
+                               f"{', '.join(map(str, self.input_size))}); got {tuple(x.shape)}: "
+                               "crop or resize the images and add the batch and channel axes")
+        parameter = next(module.parameters(), None)
+        expected = parameter.dtype if parameter is not None else torch.float32
+        if x.dtype != expected and not (x.dtype == torch.float32 and torch.is_autocast_enabled(x.device.type)):
+            raise LenszooError(f"{self.arch} expects {str(expected).removeprefix('torch.')} images, got "
+                               f"{str(x.dtype).removeprefix('torch.')}; pass them through model.preprocess(images), "
+                               "which converts and normalises them")
+        return None
 
 
 @dataclass(frozen=True)
@@ -172,7 +273,7 @@ class Registry:
                 module = ep.load()
                 pm.register(module, name=ep.name)
             except Exception as exc:  # a broken plugin must not break the others
-                self._fail(info, f"import failed: {type(exc).__name__}: {exc}")
+                self._fail(info, f"import failed: {type(exc).__name__}: {exc}", exc)
                 continue
             info.hooks = self._hook_names(ep.name)
 
@@ -182,10 +283,19 @@ class Registry:
             for caller in self._pm.get_hookcallers(self._pm.get_plugin(plugin_name)) or ()
         )
 
-    def _fail(self, info: PluginInfo, message: str):
+    def _fail(self, info: PluginInfo, message: str, exc: BaseException | None = None):
         info.status = "failed"
         info.errors.append(message)
+        if exc is not None:
+            import traceback
+
+            info.tracebacks.append("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         warnings.warn(f"lenszoo plugin {info.name!r}: {message}", PluginWarning, stacklevel=3)
+
+    def failed_plugins_of(self, package: str | None) -> list[PluginInfo]:
+        """The plugins of distribution ``package`` that failed to import or register."""
+        self._ensure_tables()
+        return [p for p in self._plugins.values() if p.package == package and p.status == "failed"]
 
     def register_plugin(self, plugin, name: str):
         """Register a plugin object or module in-process (tests, notebooks)."""
@@ -207,42 +317,62 @@ class Registry:
             self._tables = None
 
     # -- collected registrations ----------------------------------------------
-    def _collect(self, hook_name: str, make_entry: Callable, kind: str) -> dict:
-        """Call each plugin's implementation of ``hook_name`` on its own, so a
-        failure is charged to that plugin alone and each entry knows its plugin."""
-        table: dict[str, Any] = {}
-        hook = getattr(self.pm.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):  # registration order
-            plugin = impl.plugin_name
-            info = self._plugins.get(plugin) or PluginInfo(plugin, None, None, False)
+    _HOOKS = (("architectures", "register_architectures", "architecture"),
+              ("datasets", "register_datasets", "dataset"),
+              ("commands", "register_commands", "command"))
+
+    def _plugin_order(self) -> list[str]:
+        """Built-ins first, then third-party plugins in discovery order, then in-process ones:
+        where two plugins claim one name, the later one is quarantined."""
+        names = [name for name in self.pm.list_name_plugin() if name[0] is not None]
+        rank = {name: (0 if info.builtin else 1 if info.package else 2, i)
+                for i, (name, info) in enumerate(self._plugins.items())}
+        return sorted((name for name, _ in names), key=lambda name: rank.get(name, (3, 0)))
+
+    def _registrations(self, plugin: str, info: PluginInfo) -> dict[str, list] | None:
+        """Everything ``plugin`` registers, per table; None (and the plugin failed) if a hook raises.
+        Each hook is called on its own, so a failure is charged to that plugin alone."""
+        makers = {"architectures": _make_arch, "datasets": _make_dataset, "commands": _make_command}
+        found: dict[str, list] = {}
+        module = self.pm.get_plugin(plugin)
+        for table, hook_name, _ in self._HOOKS:
+            impls = [impl for impl in getattr(self.pm.hook, hook_name).get_hookimpls() if impl.plugin is module]
             pending: list = []
+            for impl in impls:
+                def register(*args, _pending=pending, **kwargs):
+                    _pending.append(makers[table](plugin, info.package, *args, **kwargs))
 
-            def register(*args, _pending=pending, _plugin=plugin, _info=info, **kwargs):
-                _pending.append(make_entry(_plugin, _info.package, *args, **kwargs))
-
-            try:
-                impl.function(register=register)
-            except Exception as exc:
-                self._fail(info, f"{hook_name} failed: {type(exc).__name__}: {exc}")
-                continue
-            for name, entry in pending:
-                if name in table:
-                    first = table[name]
-                    raise PluginError(
-                        f"{kind} {name!r} is registered by both plugin {_label(first)} and plugin "
-                        f"{_label(entry)}; uninstall one, or exclude it with {PLUGINS_ENV}"
-                    )
-                table[name] = entry
-        return table
+                try:
+                    impl.function(register=register)
+                except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the others
+                    self._fail(info, f"{hook_name} failed: {type(exc).__name__}: {exc}", exc)
+                    return None
+            found[table] = pending
+        return found
 
     def _ensure_tables(self) -> dict[str, dict]:
         with self._lock:
             if self._tables is None:
-                self._tables = {
-                    "architectures": self._collect("register_architectures", _make_arch, "architecture"),
-                    "datasets": self._collect("register_datasets", _make_dataset, "dataset"),
-                    "commands": self._collect("register_commands", _make_command, "command"),
-                }
+                tables: dict[str, dict] = {table: {} for table, _, _ in self._HOOKS}
+                for plugin in self._plugin_order():
+                    info = self._plugins.get(plugin) or PluginInfo(plugin, None, None, False)
+                    if info.status != "loaded":
+                        continue
+                    found = self._registrations(plugin, info)
+                    if found is None:
+                        continue
+                    clashes = [f"{kind} {name!r} is already registered by plugin {_label(tables[table][name])}"
+                               for table, _, kind in self._HOOKS for name, _ in found[table] if name in tables[table]]
+                    if clashes:
+                        self._fail(info, f"{'; '.join(clashes)}: this plugin is disabled; uninstall one of the two, "
+                                         f"or exclude it with {PLUGINS_ENV}")
+                        continue
+                    for table, entries in found.items():
+                        for name, entry in entries:
+                            if name in tables[table]:  # registered twice by this same plugin
+                                self._fail(info, f"registers {name!r} twice; fix the plugin")
+                            tables[table][name] = entry
+                self._tables = tables
             return self._tables
 
     @property
@@ -281,6 +411,7 @@ def _label(entry) -> str:
 
 def _make_arch(plugin, package, name, builder, *, tasks=TASKS, description="", paper="",
                input_size=(1, 64, 64), **default_kwargs):
+    check_name("architecture", name, f"plugin {plugin!r}")
     if not callable(builder):
         raise TypeError(f"builder for architecture {name!r} is not callable")
     tasks = tuple(tasks)
@@ -292,6 +423,7 @@ def _make_arch(plugin, package, name, builder, *, tasks=TASKS, description="", p
 
 
 def _make_dataset(plugin, package, name, factory, *, description=""):
+    check_name("dataset", name, f"plugin {plugin!r}")
     if not callable(factory):
         raise TypeError(f"factory for dataset {name!r} is not callable")
     return name, DatasetEntry(name, factory, description, plugin, package)

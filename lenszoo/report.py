@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .errors import LenszooError
 
+MARKER = "<!-- written by `lenszoo report` from `lenszoo evaluate` results: regenerate it, do not edit it -->"
 CLASSIFY_COLUMNS = (("accuracy", "Accuracy"), ("auc", "AUC"))
 REGRESS_COLUMNS = (("mse", "MSE"), ("rmse", "RMSE"), ("mae", "MAE"), ("bias", "bias"))
 ROTATION_NAMES = ("rot90", "rot180", "rot270", "random")
@@ -48,17 +49,46 @@ def find_results(paths) -> list[Path]:
     return found
 
 
+def is_report_file(path) -> bool:
+    """True for a file ``lenszoo report`` wrote (its first line is the marker)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.readline().rstrip("\n") == MARKER
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _record_problem(record) -> str | None:
+    from .tasks import TASKS
+
+    if not isinstance(record.get("metrics"), dict):
+        return "'metrics' must be an object"
+    for key in ("arch", "dataset"):
+        if not isinstance(record.get(key), str):
+            return f"{key!r} must be a string"
+    if record.get("task") not in TASKS:
+        return f"'task' must be one of {', '.join(TASKS)}"
+    if not isinstance(record.get("rotations") or {}, dict):
+        return "'rotations' must be an object"
+    if not isinstance(record.get("split", "test"), str):
+        return "'split' must be a string"
+    return None
+
+
 def load_results(paths) -> list[dict]:
     from .evaluate import RESULTS_FORMAT
 
     results = []
     for path in find_results(paths):
         try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            record = json.loads(path.read_bytes().decode("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise LenszooError(f"cannot read {path} as JSON ({exc}); pass results written by `lenszoo evaluate`") from None
         if not isinstance(record, dict) or record.get("format") != RESULTS_FORMAT:
             raise LenszooError(f"{path} is not a lenszoo evaluation result; pass results written by `lenszoo evaluate`")
+        problem = _record_problem(record)
+        if problem:
+            raise LenszooError(f"{path} is a damaged lenszoo evaluation result ({problem}); run `lenszoo evaluate` again")
         record["_path"] = str(path)
         results.append(record)
     return results
@@ -90,7 +120,7 @@ def load_paper(path) -> dict:
 
 
 def _mean_std(values):
-    values = [v for v in values if v is not None]
+    values = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
     if not values:
         return None, None
     mean = sum(values) / len(values)
@@ -107,6 +137,15 @@ def _cell(values, key):
         return text if std is None else f"{100 * mean:.2f} ± {100 * std:.2f} %"
     digits = 4
     return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _dig(record, *keys):
+    """``record[k1][k2]...``, or None where a level is missing or not an object."""
+    for key in keys:
+        if not isinstance(record, dict):
+            return None
+        record = record.get(key)
+    return record
 
 
 def _table(headers, rows):
@@ -150,10 +189,8 @@ def build_report(results: list[dict], paper: dict | None = None, rotations: bool
             if rotations:
                 metric = "accuracy" if task == "classify" else "mae"
                 for name in ROTATION_NAMES:
-                    row.append(_cell([((r.get("rotations") or {}).get(name) or {}).get("metrics", {}).get(metric)
-                                      for r in records], metric))
-                row.append(_cell([((r.get("rotations") or {}).get("random") or {}).get("mean_abs_output_change")
-                                  for r in records], "change"))
+                    row.append(_cell([_dig(r, "rotations", name, "metrics", metric) for r in records], metric))
+                row.append(_cell([_dig(r, "rotations", "random", "mean_abs_output_change") for r in records], "change"))
             sizes = sorted({r.get("n") for r in records})
             row += ["/".join(str(s) for s in sizes), len(records)]
             rows.append(row)
@@ -173,4 +210,4 @@ def build_report(results: list[dict], paper: dict | None = None, rotations: bool
         notes.append(f"Paper numbers: {paper['source']}.")
     if rotations:
         notes.append("Rotation columns: the same test images turned by 90°, 180°, 270° and by one random angle each.")
-    return "\n\n".join(sections) + "\n\n" + " ".join(notes) + "\n"
+    return MARKER + "\n\n" + "\n\n".join(sections) + "\n\n" + " ".join(notes) + "\n"

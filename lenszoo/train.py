@@ -34,6 +34,16 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import atomic_folder, atomic_write_text, load_checkpoint, save_checkpoint
+from .files import claim_output
+from .runtime import (  # noqa: F401 - resolve_device and DistContext are used by evaluate and tests
+    PRECISIONS,
+    DistContext,
+    autocast,
+    available_cores,
+    hardware_name,
+    init_distributed,
+    resolve_device,
+)
 from .errors import LenszooError
 from .tasks import CLASS_NAMES, check_task
 
@@ -67,13 +77,12 @@ CPU_BUDGETS: dict[str, dict] = {
     "hnet": {"epochs": 20, "epoch_size": 15_750},  # 350.0 img/s -> 315,000 (channels_last within noise)
     "etn": {"epochs": 24, "epoch_size": 39_000, "channels_last": True},  # 1,040.9 img/s -> 936,831
 }
-PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("constant", "cosine", "onecycle")
 AUGMENTATIONS = ("none", "flip", "rot90", "rot90flip")
 # Options that may differ between a run and its --resume: they change how, not what, it computes.
 # Threads change the order of float sums, so a run records its thread count and keeps it.
 RUNTIME_OPTIONS = ("out", "device", "workers", "max_minutes", "save_every_minutes",
-                   "save_every_steps", "quiet")
+                   "save_every_steps", "quiet", "verify")
 RUN_VERSION = 2
 
 # Purposes mixed into derived seeds so no two random streams coincide.
@@ -110,6 +119,7 @@ class TrainConfig:
     save_every_minutes: float | None = 10.0
     save_every_steps: int | None = None
     quiet: bool = False
+    verify: bool = True
 
     def resolved(self) -> "TrainConfig":
         """A copy with recipe defaults filled in and every option checked."""
@@ -134,25 +144,31 @@ class TrainConfig:
             raise LenszooError(f"unknown augmentation {self.augment!r}; choose one of: {', '.join(AUGMENTATIONS)}")
         if self.precision not in PRECISIONS:
             raise LenszooError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
-        positive = {"lr": self.lr, "batch_size": self.batch_size, "epochs": self.epochs,
-                    "val_size": self.val_size}
-        if self.epoch_size is not None:
-            positive["epoch_size"] = self.epoch_size
-        for name, value in positive.items():
-            if value is None or value <= 0:
-                raise LenszooError(f"--{name.replace('_', '-')} must be positive, got {value}")
-        if self.weight_decay < 0:
-            raise LenszooError(f"--weight-decay must be >= 0, got {self.weight_decay}")
-        if not 0 < self.val_fraction < 1:
-            raise LenszooError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise LenszooError(f"--max-minutes must be positive, got {self.max_minutes}")
-        if self.save_every_minutes is not None and self.save_every_minutes <= 0:
-            raise LenszooError(f"--save-every-minutes must be positive, got {self.save_every_minutes}")
-        if self.save_every_steps is not None and self.save_every_steps <= 0:
-            raise LenszooError(f"--save-every-steps must be positive, got {self.save_every_steps}")
-        if self.workers < 0:
-            raise LenszooError(f"--workers must be >= 0, got {self.workers}")
+        whole = {"batch_size": self.batch_size, "epochs": self.epochs, "val_size": self.val_size,
+                 "epoch_size": self.epoch_size, "save_every_steps": self.save_every_steps, "threads": self.threads}
+        for name, value in whole.items():
+            if value is None and name in ("epoch_size", "save_every_steps", "threads"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise LenszooError(f"--{name.replace('_', '-')} must be a whole number >= 1, got {value!r}")
+        for name, value, low in (("workers", self.workers, 0), ("seed", self.seed, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise LenszooError(f"--{name} must be a whole number >= {low}, got {value!r}")
+        real = {"lr": (self.lr, "> 0"), "weight_decay": (self.weight_decay, ">= 0"),
+                "max_minutes": (self.max_minutes, "> 0"), "save_every_minutes": (self.save_every_minutes, "> 0")}
+        for name, (value, rule) in real.items():
+            if value is None and name in ("max_minutes", "save_every_minutes"):
+                continue
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+                and (value > 0 if rule == "> 0" else value >= 0)
+            if not ok:
+                raise LenszooError(f"--{name.replace('_', '-')} must be a finite number {rule}, got {value!r}")
+        if not (isinstance(self.val_fraction, (int, float)) and 0 < self.val_fraction < 1):
+            raise LenszooError(f"--val-fraction must be between 0 and 1, got {self.val_fraction!r}")
+        if not isinstance(self.model_args, dict):
+            raise LenszooError(f"model_args must be a dict of architecture arguments, got {type(self.model_args).__name__}")
+        if not isinstance(self.channels_last, bool):
+            raise LenszooError(f"channels_last must be true or false, got {self.channels_last!r}")
         if self.stream and self.data:
             raise LenszooError("give either --data DIR or --stream, not both")
         if not self.stream and not self.data:
@@ -382,15 +398,27 @@ class _FixedPlan:
         return self.indices[step * self.batch_size : (step + 1) * self.batch_size]
 
 
-def open_stored(path, task, *, normalized=True):
-    """A stored dataset (``lenszoo simulate`` output) for ``task``; errors say what to do."""
-    from .data import StoredDataset
+def open_stored(path, task, *, normalized=True, verify=False):
+    """A stored dataset (``lenszoo simulate`` output) for ``task``; errors say what to do.
+
+    ``verify`` checks every file against the sha256 in the dataset's manifest first (a few
+    seconds per GB), so a damaged shard is named instead of silently trained on."""
+    from .data import StoredDataset, verify_dataset
 
     path = Path(path)
     if not path.exists():
         raise LenszooError(f"data directory {path} does not exist; write one with `lenszoo simulate ... --out {path}`")
+    if not path.is_dir():
+        raise LenszooError(f"{path} is a file, not a dataset directory; pass the --out folder of `lenszoo simulate`")
     if not os.access(path, os.R_OK | os.X_OK):
         raise LenszooError(f"data directory {path} is not readable; fix its permissions")
+    if verify:
+        bad = verify_dataset(path)
+        if bad:
+            shown = ", ".join(bad[:3]) + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else "")
+            raise LenszooError(f"dataset {path} is damaged: {shown} differ from the sha256 in its manifest; re-run "
+                               "the `lenszoo simulate` command that made it (it rewrites damaged shards), or pass "
+                               "--no-verify to use it anyway")
     try:
         return StoredDataset(path, task, normalized=normalized)
     except LenszooError:
@@ -439,7 +467,7 @@ def prepare_data(config: TrainConfig, rank=0, world_size=1, log=print) -> Traini
         description = {"source": "stream", "dataset": dataset_name, "epoch_size": config.epoch_size,
                        "stream_seed": config.seed}
     else:
-        stored = open_stored(config.data, config.task)
+        stored = open_stored(config.data, config.task, verify=config.verify)
         dataset_name = stored.dataset_name
         if config.dataset and config.dataset != dataset_name:
             raise LenszooError(f"{config.data} holds dataset {dataset_name!r} but --dataset is {config.dataset!r}; "
@@ -449,7 +477,7 @@ def prepare_data(config: TrainConfig, rank=0, world_size=1, log=print) -> Traini
         train_targets = np.asarray(stored.targets)
     val_seed = 0  # one validation set for every training seed, so runs compare
     if config.val_data:
-        val = open_stored(config.val_data, config.task)
+        val = open_stored(config.val_data, config.task, verify=config.verify)
         if val.dataset_name != dataset_name:
             raise LenszooError(f"--val-data {config.val_data} holds dataset {val.dataset_name!r}, "
                                f"training data is {dataset_name!r}; use validation data of the same dataset")
@@ -560,116 +588,6 @@ def predict(model, images, device, batch_size=256):
     return torch.cat(outputs)
 
 
-# -- distributed ----------------------------------------------------------------------------
-@dataclass
-class DistContext:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    local_world_size: int = 1
-
-    @property
-    def enabled(self):
-        return self.world_size > 1
-
-    @property
-    def is_main(self):
-        return self.rank == 0
-
-    def all_reduce_sum(self, tensor):
-        if self.enabled:
-            import torch.distributed as dist
-
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        return tensor
-
-    def broadcast_int(self, value: int, device) -> int:
-        if not self.enabled:
-            return value
-        import torch
-        import torch.distributed as dist
-
-        t = torch.tensor([value], dtype=torch.int64, device=device)
-        dist.broadcast(t, 0)
-        return int(t.item())
-
-    def barrier(self):
-        if self.enabled:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-
-def resolve_device(name: str, local_rank: int = 0):
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise LenszooError(f"--device {name} asked for but no CUDA GPU is visible; use --device cpu or auto")
-        if name == "cuda":
-            name = f"cuda:{local_rank}"
-    elif name != "cpu" and name != "mps":
-        raise LenszooError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
-    return torch.device(name)
-
-
-def init_distributed(device_name: str):
-    """``(context, device, created)``: joins torchrun's process group (gloo on CPU, nccl on GPU)."""
-    import torch
-
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    ctx = DistContext(int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0")),
-                      int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size))))
-    device = resolve_device(device_name, ctx.local_rank)
-    created = False
-    if ctx.enabled:
-        import torch.distributed as dist
-
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-            created = True
-    return ctx, device, created
-
-
-def autocast(precision: str, device):
-    """The forward pass's precision: fp32, or bfloat16 autocast (weights, loss and optimizer stay fp32)."""
-    import contextlib
-
-    import torch
-
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def hardware_name(device) -> str:
-    """What a run trained on, for its checkpoint's record: the GPU's or the CPU's model name."""
-    import platform
-
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({available_cores()} cores)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} ({available_cores()} cores)"
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 # -- the run directory ------------------------------------------------------------------------
 def read_run(run_dir) -> dict:
     path = Path(run_dir) / RUN_FILE
@@ -679,11 +597,17 @@ def read_run(run_dir) -> dict:
                                "pass the --out of a `lenszoo train` run")
         raise LenszooError(f"no run to resume at {run_dir}; start it without --resume")
     try:
-        run = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        run = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise LenszooError(f"{path} is not valid JSON ({exc}); the run cannot be resumed") from None
-    if run.get("format") != RUN_FORMAT or "config" not in run:
+    if not isinstance(run, dict) or run.get("format") != RUN_FORMAT or not isinstance(run.get("config"), dict):
         raise LenszooError(f"{path} is not a lenszoo run file; pass the --out of a `lenszoo train` run")
+    version, world = run.get("version", 1), run.get("world_size", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version > RUN_VERSION:
+        raise LenszooError(f"{path} has run format version {version!r}; this lenszoo resumes up to {RUN_VERSION}: "
+                           "upgrade lenszoo")
+    if isinstance(world, bool) or not isinstance(world, int) or world < 1:
+        raise LenszooError(f"{path} is damaged (world_size {world!r}); the run cannot be resumed")
     return run
 
 
@@ -695,7 +619,12 @@ def config_for_resume(run_dir, given: TrainConfig, given_fields: set[str]) -> Tr
     run = read_run(run_dir)
     stored = run["config"]
     known = {f.name for f in fields(TrainConfig)}
-    stored = {k: v for k, v in stored.items() if k in known}
+    unknown = sorted(set(stored) - known)
+    if unknown:
+        raise LenszooError(f"{Path(run_dir) / RUN_FILE} holds options this lenszoo does not know "
+                           f"({', '.join(unknown[:3])}); resume it with the lenszoo version that started it")
+    if "arch" not in stored:
+        raise LenszooError(f"{Path(run_dir) / RUN_FILE} is damaged (no arch); the run cannot be resumed")
     runtime = set(RUNTIME_OPTIONS)
     if run.get("version", 1) < 2:  # what version-1 runs computed before these options existed
         stored.setdefault("precision", "fp32")
@@ -712,7 +641,12 @@ def config_for_resume(run_dir, given: TrainConfig, given_fields: set[str]) -> Tr
                            + ". Drop those options to resume it, or use a new --out for a new run")
     values = {**stored, **{k: getattr(given, k) for k in runtime}}
     values["out"] = str(run_dir)
-    return TrainConfig(**values)
+    config = TrainConfig(**values)
+    try:
+        config.check()
+    except LenszooError as exc:
+        raise LenszooError(f"{Path(run_dir) / RUN_FILE} is damaged ({exc}); the run cannot be resumed") from None
+    return config
 
 
 def write_run_file(run_dir: Path, config: TrainConfig, world_size: int):
@@ -761,7 +695,7 @@ def save_state(run_dir: Path, model, optimizer, progress: dict, checkpoint_kwarg
     name = f"{progress['save_index']:06d}"
     state_root = run_dir / STATE_DIR
     with atomic_folder(state_root / name) as tmp:
-        save_checkpoint(tmp / "weights", model, **checkpoint_kwargs)
+        save_checkpoint(tmp / "weights", model, claim=False, **checkpoint_kwargs)
         torch.save({"optimizer": optimizer.state_dict(), "progress": progress}, tmp / TRAINER_STATE)
     atomic_write_text(state_root / LATEST_FILE, name + "\n")
     for path in state_root.iterdir():
@@ -884,8 +818,8 @@ def train(config: TrainConfig, *, resume: bool = False, given_fields: set[str] |
         open_stored(config.data, config.task)
     if not resume and (run_dir / RUN_FILE).exists():
         raise LenszooError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
-    if not resume and run_dir.exists() and not run_dir.is_dir():
-        raise LenszooError(f"--out {run_dir} is a file; give a directory")
+    if not resume:  # a new run goes into a new or empty folder, never over a user's files
+        claim_output(run_dir, what="lenszoo run directory", is_ours=lambda path: False)
 
     ctx, device, owns_group = init_distributed(config.device)
     try:
@@ -910,13 +844,6 @@ def _run(config, resume, spec, run_dir, ctx, device, started, log, info) -> dict
             raise LenszooError(f"{run_dir} was trained by {stored_world} process(es), this is {ctx.world_size}; "
                                f"resume with the same number (torchrun --nproc-per-node {stored_world})")
     state_folder = latest_state(run_dir) if resume else None
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            write_run_file(run_dir, config, ctx.world_size)
-        clean_leftovers(run_dir, state_folder)
-    ctx.barrier()
-
     if state_folder is not None:
         model, optimizer_state, progress = load_state(state_folder, device)
         if progress.get("finished"):
@@ -954,6 +881,14 @@ def _run(config, resume, spec, run_dir, ctx, device, started, log, info) -> dict
                      rank=ctx.rank, world_size=ctx.world_size, index_map=data.index_map,
                      epoch_size=data.epoch_size)
     total_steps = plan.steps_per_epoch * config.epochs
+    # Model, data and plan are checked: only now is anything written, so a rejected run leaves
+    # no run.json behind and the corrected command starts afresh.
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            write_run_file(run_dir, config, ctx.world_size)
+        clean_leftovers(run_dir, state_folder)
+    ctx.barrier()
     checkpoint_kwargs = {"dataset": data.dataset_name, "normalization": NORMALIZATION,
                          "recipe": config.recipe_dict()}
     compute = {"device": device.type, "hardware": hardware_name(device), "threads": torch.get_num_threads(),
@@ -1009,6 +944,10 @@ def _run(config, resume, spec, run_dir, ctx, device, started, log, info) -> dict
                     outputs = outputs.float()  # the loss and everything after it in fp32
                     loss = compute_loss(config.task, outputs, targets)
                     if not torch.isfinite(loss):
+                        if not bool(torch.isfinite(images).all()):
+                            raise LenszooError(f"the training images of epoch {epoch + 1} step {step} contain NaN or "
+                                               "infinite pixels; fix or re-simulate the data (the run can be resumed "
+                                               "from its last saved state)")
                         raise LenszooError(f"loss became {float(loss)} at epoch {epoch + 1} step {step}; lower --lr "
                                            "(the run can be resumed from its last saved state)")
                     optimizer.zero_grad(set_to_none=True)
@@ -1168,9 +1107,9 @@ def _end_epoch(config, ctx, model, data, progress, run_dir, device, checkpoint_k
                  "selected_on": "val accuracy, then val loss" if config.task == "classify" else "val mse"}
         kwargs = {**checkpoint_kwargs, "images_seen": row["images_seen"],
                   "metrics": {"val": val, "train": train_metrics}, "extra": extra}
-        if is_best:
-            save_checkpoint(run_dir / "best", model, **kwargs)
-        save_checkpoint(run_dir / "last", model, **kwargs)
+        if is_best:  # best/ and last/ belong to the run directory, which the trainer owns
+            save_checkpoint(run_dir / "best", model, claim=False, **kwargs)
+        save_checkpoint(run_dir / "last", model, claim=False, **kwargs)
         write_metrics(run_dir, progress["history"])
         try:
             plot_learning_curve(run_dir / CURVE_FILE, progress["history"], config.task)

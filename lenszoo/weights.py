@@ -15,10 +15,12 @@ import shutil
 import warnings
 from pathlib import Path
 
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write_text, load_checkpoint, read_config, sha256_file
+from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, is_checkpoint_folder, read_config
 from .errors import LenszooError
-from .hub import COMMIT_RE, REPO_ID_RE, download_checkpoint, is_offline, parse_hf_hub_name, write_model_card
-from .tasks import TASKS, check_task
+from .files import atomic_write_json, claim_output, sha256_file
+from .hub import COMMIT_RE, download_checkpoint, is_offline, is_valid_repo_id, write_model_card
+from .names import check_name, is_valid_name
+from .tasks import TASKS
 
 MANIFEST_ENV = "LENSZOO_MANIFEST"
 MANIFEST_NAME = "weights_manifest.json"
@@ -38,6 +40,7 @@ ENTRY_FIELDS = {
     # field: (types, required)
     "arch": (str, True), "task": (str, True), "dataset": (str, True),
     "folder": (str, True), "file": (str, True), "sha256": (str, True), "size": (int, True),
+    "config_sha256": (str, True),
     "hf_repo_id": ((str, type(None)), False), "hf_revision": ((str, type(None)), False),
     "metrics": (dict, True), "recipe": (dict, True),
 }
@@ -70,8 +73,12 @@ def validate_manifest(manifest) -> list[str]:
             problems.append(f"{label}: unknown fields {unknown}")
         if entry.get("task") not in TASKS:
             problems.append(f"{label}: task must be one of {list(TASKS)}")
-        if isinstance(entry.get("sha256"), str) and not SHA256_RE.match(entry["sha256"]):
-            problems.append(f"{label}: sha256 must be 64 lowercase hex digits")
+        for name in ("sha256", "config_sha256"):
+            if isinstance(entry.get(name), str) and not SHA256_RE.match(entry[name]):
+                problems.append(f"{label}: {name} must be 64 lowercase hex digits")
+        for name in ("arch", "dataset"):
+            if isinstance(entry.get(name), str) and not is_valid_name(entry[name]):
+                problems.append(f"{label}: {name} {entry[name]!r} is not a valid name")
         if isinstance(entry.get("size"), int) and entry["size"] <= 0:
             problems.append(f"{label}: size must be positive")
         for name in ("folder", "file"):
@@ -82,7 +89,7 @@ def validate_manifest(manifest) -> list[str]:
                 and entry["file"] != f"{entry['folder']}/{WEIGHTS_NAME}":
             problems.append(f"{label}: file must be {entry['folder']}/{WEIGHTS_NAME}")
         repo, rev = entry.get("hf_repo_id"), entry.get("hf_revision")
-        if repo is not None and not (isinstance(repo, str) and REPO_ID_RE.match(repo)):
+        if repo is not None and not (isinstance(repo, str) and is_valid_repo_id(repo)):
             problems.append(f"{label}: hf_repo_id must look like ORG/NAME")
         if rev is not None and not (isinstance(rev, str) and COMMIT_RE.match(rev)):
             problems.append(f"{label}: hf_revision must be a 40-hex commit sha (never a branch)")
@@ -100,9 +107,10 @@ def read_manifest(path: Path | None = None) -> dict:
     if not path.is_file():
         raise LenszooError(f"weights manifest not found at {path}; set {MANIFEST_ENV} to its path")
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise LenszooError(f"weights manifest {path} is not valid JSON: {exc}") from None
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LenszooError(f"weights manifest {path} is not valid JSON ({exc}); restore it from git "
+                           "(`git checkout weights_manifest.json`) or your copy of the release") from None
     problems = validate_manifest(manifest)
     if problems:
         raise LenszooError(f"weights manifest {path} is invalid: {problems[0]}"
@@ -129,8 +137,10 @@ def find_entry(arch: str, task: str, dataset: str, path: Path | None = None) -> 
 
 # -- resolution ----------------------------------------------------------------
 def _matches(folder: Path, entry: dict) -> bool:
-    weights = folder / WEIGHTS_NAME
-    return weights.is_file() and (folder / CONFIG_NAME).is_file() and sha256_file(weights) == entry["sha256"]
+    """Both files present and equal to what the manifest recorded (config.json is hashed too)."""
+    weights, config = folder / WEIGHTS_NAME, folder / CONFIG_NAME
+    return (weights.is_file() and config.is_file() and sha256_file(weights) == entry["sha256"]
+            and sha256_file(config) == entry["config_sha256"])
 
 
 def resolve_entry(entry: dict, manifest_dir: Path | None = None) -> Path:
@@ -140,8 +150,7 @@ def resolve_entry(entry: dict, manifest_dir: Path | None = None) -> Path:
     if _matches(local, entry):
         return local
     if (local / WEIGHTS_NAME).is_file():
-        warnings.warn(f"{local / WEIGHTS_NAME} does not match its sha256 in the manifest; trying the Hub copy",
-                      stacklevel=3)
+        warnings.warn(f"{local} does not match its sha256s in the manifest; trying the Hub copy", stacklevel=3)
     label = f"{entry['arch']}/{entry['task']}/{entry['dataset']}"
     repo, revision = entry.get("hf_repo_id"), entry.get("hf_revision")
     if not repo:
@@ -166,28 +175,10 @@ def resolve_entry(entry: dict, manifest_dir: Path | None = None) -> Path:
 
 
 def load(name, task="classify", dataset="A", device="cpu"):
-    from .registry import registry
+    """See ``lenszoo.load``: one resolver (``lenszoo.resolve``) decides what ``name`` means."""
+    from .resolve import load_model
 
-    name = str(name)
-    if name.startswith("hf-hub:"):
-        repo_id, revision = parse_hf_hub_name(name)
-        folder = download_checkpoint(repo_id, revision)
-        try:
-            return load_checkpoint(folder, device=device)
-        except LenszooError as exc:
-            if "does not match the sha256" not in str(exc):
-                raise
-        return load_checkpoint(download_checkpoint(repo_id, revision, force=True), device=device)
-    if os.sep in name or name.startswith(".") or Path(name).is_dir():
-        if not Path(name).exists():
-            raise LenszooError(f"checkpoint folder {name} does not exist")
-        return load_checkpoint(name, device=device)
-    check_task(task)
-    registry.architecture(name)  # unknown names fail first, with suggestions
-    entry = find_entry(name, task, dataset)
-    model = load_checkpoint(resolve_entry(entry), device=device)
-    model.lenszoo_config["released"] = {k: entry.get(k) for k in ("file", "sha256", "hf_repo_id", "hf_revision")}
-    return model
+    return load_model(name, task=task, dataset=dataset, device=device)
 
 
 def prefetch(arch: str, task: str, dataset: str) -> Path:
@@ -217,34 +208,60 @@ def release(checkpoint_folder, *, manifest: Path | None = None, run_dir=None) ->
     """Copy a checkpoint folder to ``weights/ARCH-TASK-DATASET/`` and record it in the manifest.
 
     Test-split metrics that ``lenszoo evaluate`` wrote for these exact weights (under the run
-    directory's ``eval/``) are added to the released config, card and manifest entry."""
+    directory's ``eval/``) are added to the released config, card and manifest entry. Everything
+    is checked before anything is written: the names that become the folder name, the manifest,
+    and that the target folder is new or an earlier lenszoo checkpoint."""
+    from .checkpoint import load_checkpoint
+
     manifest = Path(manifest) if manifest else manifest_path()
     source = Path(checkpoint_folder)
     config = read_config(source)
     if not config.get("dataset"):
-        raise LenszooError(f"{source}/config.json records no dataset; only checkpoints trained on A or B can be released")
+        raise LenszooError(f"{source}/config.json records no dataset; only checkpoints trained on a registered "
+                           "dataset can be released")
+    where = f"{source / CONFIG_NAME}"
+    for kind in ("arch", "dataset"):
+        check_name(kind, config[kind], where)
+    if config["task"] not in TASKS:
+        raise LenszooError(f"{where}: task {config['task']!r} is not one of {', '.join(TASKS)}")
+    load_checkpoint(source)  # the weights load, and match their sha256
+    data = read_manifest(manifest) if manifest.is_file() else {"schema_version": SCHEMA_VERSION, "weights": []}
     test = evaluated_test_metrics(run_dir or source, config)
     if test:
         config["metrics"] = {**(config.get("metrics") or {}), "test": test}
     rel = f"weights/{config['arch']}-{config['task']}-{config['dataset']}"
     target = manifest.parent / rel
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(source / WEIGHTS_NAME, target / WEIGHTS_NAME)
-    atomic_write_text(target / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
-    write_model_card(target)
-    data = json.loads(manifest.read_text()) if manifest.is_file() else {"schema_version": SCHEMA_VERSION, "weights": []}
+    claim_output(target, what="lenszoo checkpoint folder", is_ours=is_checkpoint_folder, option="release target")
+    from .files import atomic_folder
+
+    with atomic_folder(target) as tmp:
+        shutil.copy2(source / WEIGHTS_NAME, tmp / WEIGHTS_NAME)
+        atomic_write_json(tmp / CONFIG_NAME, config)
+        write_model_card(tmp)
     entry = {
         "arch": config["arch"], "task": config["task"], "dataset": config["dataset"],
         "folder": rel, "file": f"{rel}/{WEIGHTS_NAME}",
         "sha256": sha256_file(target / WEIGHTS_NAME), "size": (target / WEIGHTS_NAME).stat().st_size,
+        "config_sha256": sha256_file(target / CONFIG_NAME),
         "hf_repo_id": None, "hf_revision": None,
-        "metrics": config.get("metrics") or {}, "recipe": config.get("recipe") or {},
+        "metrics": config.get("metrics") or {}, "recipe": release_recipe(config),
     }
     key = (entry["arch"], entry["task"], entry["dataset"])
     data["weights"] = [e for e in data["weights"] if (e["arch"], e["task"], e["dataset"]) != key] + [entry]
     data["weights"].sort(key=lambda e: (e["arch"], e["task"], e["dataset"]))
-    atomic_write_text(manifest, json.dumps(data, indent=2) + "\n")
+    atomic_write_json(manifest, data, sort_keys=False)
     return entry
+
+
+def release_recipe(config: dict) -> dict:
+    """The manifest's record of how a checkpoint was made: its recipe, the images it saw, and the
+    compute (minutes, hardware, threads) its training run recorded."""
+    recipe = dict(config.get("recipe") or {})
+    recipe["images_seen"] = config.get("images_seen")
+    compute = config.get("compute")
+    if isinstance(compute, dict):
+        recipe["compute"] = compute
+    return recipe
 
 
 def record_publication(arch: str, task: str, dataset: str, repo_id: str, commit_sha: str,
@@ -255,6 +272,6 @@ def record_publication(arch: str, task: str, dataset: str, repo_id: str, commit_
     for entry in data["weights"]:
         if (entry["arch"], entry["task"], entry["dataset"]) == (arch, task, dataset):
             entry["hf_repo_id"], entry["hf_revision"] = repo_id, commit_sha
-            atomic_write_text(manifest, json.dumps(data, indent=2) + "\n")
+            atomic_write_json(manifest, data, sort_keys=False)
             return entry
     raise LenszooError(f"{manifest} has no entry for {arch}/{task}/{dataset}; run `lenszoo release` first")

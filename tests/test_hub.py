@@ -233,7 +233,8 @@ def test_download_prefetches_into_the_cache(hub, probe_arch, tmp_path, monkeypat
 
 def test_manifest_validation_names_each_problem():
     good = {"arch": "x", "task": "classify", "dataset": "A", "folder": "weights/x", "file": "weights/x/model.safetensors",
-            "sha256": "0" * 64, "size": 10, "hf_repo_id": None, "hf_revision": None, "metrics": {}, "recipe": {}}
+            "sha256": "0" * 64, "size": 10, "config_sha256": "1" * 64, "hf_repo_id": None, "hf_revision": None,
+            "metrics": {}, "recipe": {}}
     assert validate_manifest({"schema_version": 1, "weights": [good]}) == []
     bad = dict(good, task="segment", sha256="abc", hf_repo_id="org/name", hf_revision="main", folder="../x")
     problems = validate_manifest({"schema_version": 1, "weights": [bad, good, good]})
@@ -250,6 +251,7 @@ def test_the_repositorys_manifest_is_valid_and_its_files_match():
         path = REPO_ROOT / entry["file"]
         assert path.is_file(), entry["file"]
         assert path.stat().st_size == entry["size"] and sha256_file(path) == entry["sha256"]
+        assert sha256_file(REPO_ROOT / entry["folder"] / "config.json") == entry["config_sha256"]
 
 
 def test_release_records_test_metrics_of_the_same_weights_only(probe_arch, tmp_path):

@@ -157,14 +157,37 @@ class SecondResnet:
         register("resnet50", lambda task: None)
 
 
-def test_duplicate_names_are_an_error_naming_both_plugins():
-    registry.register_plugin(SecondResnet(), name="copycat")
+class SecondResnetAndMore:
+    """Claims a taken name and also brings a name of its own: all of it is quarantined."""
+
+    @lenszoo.hookimpl
+    def register_architectures(self, register):
+        import torch.nn as nn
+
+        register("resnet50", lambda task: nn.Linear(1, 1))
+        register("copycat_net", lambda task: nn.Sequential(nn.Flatten(), nn.Linear(64 * 64, 3)))
+
+    @lenszoo.hookimpl
+    def register_datasets(self, register):
+        register("copycat_data", lambda **overrides: None)
+
+
+def test_a_plugin_claiming_a_taken_name_is_quarantined_and_the_rest_keep_working():
+    from click.testing import CliRunner
+
+    from lenszoo.cli import main
+
+    registry.register_plugin(SecondResnetAndMore(), name="copycat")
     try:
-        with pytest.raises(PluginError) as err:
-            lenszoo.list_models()
-        message = str(err.value)
-        assert "architecture 'resnet50'" in message
-        assert "'resnet50' (package 'lenszoo')" in message and "'copycat'" in message
+        with pytest.warns(PluginWarning, match="architecture 'resnet50' is already registered by plugin 'resnet50'"):
+            names = lenszoo.list_models()
+        assert "resnet50" in names and "copycat_net" not in names  # nothing of the later plugin
+        assert "copycat_data" not in lenszoo.list_datasets()
+        assert lenszoo.get_architecture("resnet50").package == "lenszoo"  # the built-in keeps its name
+        info = {p.name: p for p in registry.plugins()}
+        assert info["copycat"].status == "failed" and "disabled" in info["copycat"].errors[0]
+        result = CliRunner().invoke(main, ["plugins"])
+        assert result.exit_code == 0 and "copycat" in result.output and "failed" in result.output
     finally:
         registry.unregister_plugin("copycat")
     assert "resnet50" in lenszoo.list_models()

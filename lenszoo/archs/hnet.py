@@ -131,8 +131,8 @@ class HarmonicConv2d(nn.Module):
 
 def _split_streams(x: torch.Tensor, orders: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Real and imaginary parts, each (B, orders, C, H, W)."""
-    b, _, h, w = x.shape
-    parts = x.view(b, orders, 2, -1, h, w)
+    b, channels, h, w = x.shape
+    parts = x.view(b, orders, 2, channels // (2 * orders), h, w)  # explicit sizes: an empty batch works too
     return parts[:, :, 0], parts[:, :, 1]
 
 
@@ -144,8 +144,8 @@ def magnitudes(x: torch.Tensor, orders: int) -> torch.Tensor:
 
 def _rescale(x: torch.Tensor, orders: int, factor: torch.Tensor) -> torch.Tensor:
     """Multiply each complex channel by a real (B, orders, C, H, W) factor, keeping its phase."""
-    b, _, h, w = x.shape
-    return (x.view(b, orders, 2, -1, h, w) * factor[:, :, None]).view_as(x)
+    b, channels, h, w = x.shape
+    return (x.view(b, orders, 2, channels // (2 * orders), h, w) * factor[:, :, None]).view_as(x)
 
 
 class MagnitudeNonlinearity(nn.Module):

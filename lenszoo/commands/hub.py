@@ -17,11 +17,22 @@ def publish_command(path, repo_id, tag, private, update_manifest):
     """Upload a run's best checkpoint (or a checkpoint folder) with its model card.
 
     The token comes from HF_TOKEN or `hf auth login`; it is never printed."""
-    from ..checkpoint import read_config
-    from ..hub import publish, resolve_checkpoint_folder
-    from ..weights import record_publication
+    from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
+    from ..errors import LenszooError
+    from ..files import sha256_file
+    from ..hub import check_repo_id, publish, resolve_checkpoint_folder
+    from ..weights import find_entry, record_publication
 
-    result = publish(path, repo_id, tag=tag, private=private)
+    check_repo_id(repo_id)
+    folder = resolve_checkpoint_folder(path)
+    if update_manifest:  # the Hub copy must be what the manifest's sha256s describe
+        config = read_config(folder)
+        entry = find_entry(config["arch"], config["task"], config["dataset"])
+        if (sha256_file(folder / WEIGHTS_NAME), sha256_file(folder / CONFIG_NAME)) != \
+                (entry["sha256"], entry["config_sha256"]):
+            raise LenszooError(f"{folder} is not the released {entry['folder']} (weights or config.json differ from "
+                               f"the manifest); publish the released folder: lenszoo publish {entry['folder']} ...")
+    result = publish(folder, repo_id, tag=tag, private=private)
     click.echo(f"published {result.url}")
     click.echo(f"commit    {result.commit_sha}")
     if result.tag:
@@ -33,17 +44,18 @@ def publish_command(path, repo_id, tag, private, update_manifest):
 
 
 @click.command("download")
-@click.argument("arch")
+@click.argument("name")
 @click.option("--task", type=click.Choice(TASKS), default="classify", show_default=True)
 @click.option("--dataset", default="A", show_default=True)
-def download_command(arch, task, dataset):
-    """Fetch released weights into the Hugging Face cache for later offline use."""
-    from ..registry import registry
-    from ..weights import prefetch
+def download_command(name, task, dataset):
+    """Fetch NAME (a registered architecture's released weights, or hf-hub:ORG/NAME[@REV]) into the
+    Hugging Face cache for later offline use; sha256 checked."""
+    from ..resolve import checkpoint_folder_for, resolve_name
 
-    registry.architecture(arch)
-    folder = prefetch(arch, task, dataset)
-    click.echo(f"{arch}/{task}/{dataset}: {folder}")
+    ref = resolve_name(name, task=task, dataset=dataset, accept=("released", "hub"))
+    folder = checkpoint_folder_for(ref)
+    label = f"{name}/{task}/{dataset}" if ref.kind == "released" else name
+    click.echo(f"{label}: {folder}")
 
 
 @click.command("release")

@@ -85,7 +85,7 @@ def import_deeplense_command(src, out, trust_pickle, split, shard_size, quiet):
     from ..data.deeplense import PICKLE_WARNING, import_deeplense
 
     if trust_pickle and not quiet:
-        click.echo(f"--trust-pickle: reading pickled object arrays from {src}; {PICKLE_WARNING}", err=True)
+        click.echo(f"Warning: --trust-pickle: reading pickled object arrays from {src}; {PICKLE_WARNING}", err=True)
     summary = import_deeplense(src, out, trust_pickle=trust_pickle, split=split, shard_size=shard_size,
                                progress=None if not quiet else False)
     if not quiet:

@@ -14,7 +14,7 @@ _TRAIN_FIELDS = ("arch", "task", "dataset", "out", "data", "val_data", "stream",
                  "epochs", "schedule", "augment", "epoch_size", "weight_decay", "precision", "channels_last",
                  "val_size", "val_fraction",
                  "model_args", "seed", "device", "workers", "threads", "max_minutes", "save_every_minutes",
-                 "save_every_steps", "quiet")
+                 "save_every_steps", "quiet", "verify")
 
 
 def parse_model_args(pairs) -> dict:
@@ -71,6 +71,8 @@ def parse_model_args(pairs) -> dict:
               help="Also save a resumable state mid-epoch this often.")
 @click.option("--save-every-steps", type=int, help="Also save a resumable state every N optimizer steps.")
 @click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
+@click.option("--no-verify", "verify", is_flag=True, flag_value=False, default=True,
+              help="Skip checking stored data against the sha256s in its manifest (a few seconds per GB).")
 @click.pass_context
 def train_command(ctx, **options):
     """Train ARCH for a task on dataset A or B; checkpoints, metrics and a learning curve go to --out.
@@ -113,11 +115,15 @@ def train_command(ctx, **options):
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--workers", type=int, default=0, show_default=True, help="Worker processes for simulation.")
-@click.option("--out", type=click.Path(), help="Results folder [default: RUN_DIR/eval/DATASET-SPLIT for a run].")
+@click.option("--out", type=click.Path(), help="Results folder [default: RUN_DIR/eval/DATASET-SPLIT for a run]; "
+              "new, empty, or an earlier evaluation's.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--no-verify", "verify", is_flag=True, flag_value=False, default=True,
+              help="Skip checking --data against the sha256s in its manifest.")
 def evaluate_command(model, dataset, split, data_dir, n_per_class, task, rotations, seed, batch_size, device,
-                     workers, out, as_json):
-    """Test MODEL (a run directory, a checkpoint folder or a pretrained name): metrics, plots, results.json.
+                     workers, out, as_json, verify):
+    """Test MODEL (a registered architecture's released weights, hf-hub:ORG/NAME[@REV], a run directory
+    or a checkpoint folder; a path must look like one, e.g. ./NAME): metrics, plots, results.json.
 
     \b
       lenszoo evaluate runs/c8_steerable-classify-A-seed0 --dataset A --rotations
@@ -129,7 +135,7 @@ def evaluate_command(model, dataset, split, data_dir, n_per_class, task, rotatio
         raise LenszooError(f"--workers must be >= 0, got {workers}")
     record = run_evaluation(model, dataset=dataset, split=split, data_dir=data_dir, n_per_class=n_per_class,
                             task=task, rotations=rotations, seed=seed, batch_size=batch_size, device=device,
-                            workers=workers, out=out)
+                            workers=workers, out=out, verify=verify)
     if as_json:
         click.echo(json.dumps(record, indent=2))
 
@@ -141,15 +147,14 @@ def evaluate_command(model, dataset, split, data_dir, n_per_class, task, rotatio
 @click.option("--out", type=click.Path(), help="Write the Markdown here instead of printing it.")
 def report_command(results, paper, rotations, out):
     """Markdown tables (the seed paper's Tables 1 and 2) from results.json files or folders holding them."""
-    from pathlib import Path
+    from ..files import claim_output, output_file
+    from ..report import build_report, is_report_file, load_paper, load_results
 
-    from ..checkpoint import atomic_write_text
-    from ..report import build_report, load_paper, load_results
-
+    if out:
+        claim_output(out, what="lenszoo report", is_ours=is_report_file, kind="file")
     text = build_report(load_results(results), load_paper(paper) if paper else None, rotations=rotations)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out, text)
+        output_file(out, text, what="lenszoo report", is_ours=is_report_file)
         click.echo(f"report written to {out}", err=True)
     else:
         click.echo(text, nl=False)

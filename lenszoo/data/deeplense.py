@@ -21,7 +21,8 @@ import numpy as np
 from ..errors import LenszooError
 from ..tasks import CLASS_NAMES, check_task
 from .normalization import NORMALIZATION, normalizer_from_config
-from .storage import FORMAT, FORMAT_VERSION, DatasetWriter, atomic_write, meta_records, sha256_file
+from ..files import atomic_write, sha256_file
+from .storage import FORMAT, FORMAT_VERSION, DatasetWriter, meta_records
 
 IMPORTER_NAME = "lenszoo.deeplense_import"
 IMPORTER_VERSION = 1
@@ -100,6 +101,14 @@ def scan_deeplense(path) -> list[tuple[Path, int]]:
         if not files:
             raise LenszooError(f"DeepLense class folder {folder} holds no .npy files")
         items.extend((file, label) for file in files)
+    real_root = root.resolve()
+    for file, _ in items:  # checked before anything is read or written
+        target = file.resolve()
+        if not target.is_relative_to(real_root):
+            raise LenszooError(f"{file} is a link to {target}, outside the DeepLense folder {root}; copy the file in, "
+                               "or point at the folder that holds the real files")
+        if not target.is_file():
+            raise LenszooError(f"{file} is not a readable file (a dangling link?); remove it or replace it")
     return items
 
 

@@ -20,6 +20,8 @@ from .normalization import NORMALIZATION
 from .storage import FORMAT, FORMAT_VERSION, DatasetWriter, meta_records, parse_shard_spec, shards_of_job
 
 DEFAULT_SHARD_SIZE = 1000
+MAX_IMAGES = 1_000_000_000  # per directory: far beyond any disk, small enough to plan in memory
+META_BYTES = 120  # per image in meta-*.npy, labels and masses
 CHUNK_SIZE = 50  # images per task handed to a worker: small enough for a smooth progress bar
 
 _worker_generator = None
@@ -78,8 +80,54 @@ def dataset_identity(generator, split: str, n_per_class: int, seed: int, noise: 
     }
 
 
+def check_free_space(path, n_images: int, identity: dict):
+    """Refuse, before simulating, a job whose shards cannot fit on the disk that holds ``path``."""
+    import shutil
+    from pathlib import Path
+
+    channels, height, width = identity["image_shape"]
+    needed = n_images * (4 * channels * height * width + META_BYTES)
+    existing = next((p for p in [Path(path), *Path(path).parents] if p.exists()), None)
+    if existing is None or not needed:
+        return
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise LenszooError(f"{n_images:,} images need about {needed / 1e9:.1f} GB, but the disk holding {existing} has "
+                           f"{free / 1e9:.1f} GB free; free some space, choose another --out, or simulate fewer images")
+
+
+def _end_with_parent():
+    """Make this worker end quietly when the process that started it dies (killed, OOM): a
+    forked pool worker would otherwise wait forever, or print a BrokenPipe traceback."""
+    import os
+    import signal
+
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # a write to a dead parent ends the worker silently
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGTERM, 0, 0, 0) == 0:  # PR_SET_PDEATHSIG: Linux tells us
+            return
+    except (OSError, AttributeError):
+        pass
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        import time
+
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _init_worker(generator):
     global _worker_generator
+    _end_with_parent()
     _worker_generator = generator
 
 
@@ -126,12 +174,19 @@ def simulate_dataset(dataset, split: str, n_per_class: int, out, *, seed: int = 
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise LenszooError(f"--seed must be a whole number >= 0; got {seed!r}")
     job, jobs = parse_shard_spec(shard)
+    num_images = n_per_class * len(generator.class_names)
+    if num_images > MAX_IMAGES:
+        raise LenszooError(f"--n-per-class {n_per_class:,} makes {num_images:,} images; one directory holds at most "
+                           f"{MAX_IMAGES:,}: split the data over several --out directories or seeds")
     identity = dataset_identity(generator, split, n_per_class, int(seed), noise, shard_size)
-    writer = DatasetWriter(out, identity, identity["num_images"], shard_size).open()
-
+    writer = DatasetWriter(out, identity, identity["num_images"], shard_size)
     mine = shards_of_job(writer.num_shards, job, jobs)
+    if not writer.path.exists():  # before creating anything: will this job's shards fit?
+        check_free_space(writer.path, sum(writer.ranges[k][1] - writer.ranges[k][0] for k in mine), identity)
+    writer.open()
     done = writer.completed_shards()
     todo = [k for k in mine if k not in done]
+    check_free_space(writer.path, sum(writer.ranges[k][1] - writer.ranges[k][0] for k in todo), identity)
     tasks, shard_of = [], {}
     for k in todo:
         start, stop = writer.ranges[k]

@@ -77,3 +77,49 @@ def normalizer_from_config(config):
             f"{', '.join(map(str, sorted(versions)))} (upgrade lenszoo)"
         )
     return versions[version]
+
+
+class Preprocess:
+    """What a model's inputs go through: any real-valued images (numpy or torch, shape
+    ``(..., H, W)``) become float32 tensors normalised as the model was trained.
+
+    Images with NaN or infinite pixels are refused (a network turns them into NaN logits, which
+    read as the first class); mask or fill such pixels first. Shapes are left as given: the model
+    itself checks for ``(N, 1, 64, 64)``.
+    """
+
+    def __init__(self, normalization, input_size=(1, 64, 64)):
+        self.normalization = normalization
+        self.input_size = tuple(input_size)
+        self._normalize = normalizer_from_config(normalization)
+
+    def __call__(self, images):
+        import torch
+
+        if isinstance(images, torch.Tensor):
+            tensor = images
+        else:
+            try:
+                array = np.asarray(images)
+            except (TypeError, ValueError) as exc:
+                raise LenszooError(f"cannot read the images as an array ({exc}); pass a numpy array or a tensor") from None
+            if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+                raise LenszooError(f"images must hold numbers, got an array of {array.dtype}")
+            if np.iscomplexobj(array):
+                raise LenszooError("images must be real-valued, got complex numbers")
+            tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        if tensor.is_complex():
+            raise LenszooError("images must be real-valued, got a complex tensor")
+        tensor = tensor.float()
+        if tensor.ndim < 2:
+            raise LenszooError(f"images must have shape (..., H, W), got {tuple(tensor.shape)}")
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            flat = finite.reshape(-1, *tensor.shape[-2:]).all(dim=(-2, -1))
+            bad = int((~flat).nonzero()[0, 0])
+            raise LenszooError(f"image {bad} (of {flat.numel()}) has NaN or infinite pixels; "
+                               "mask or fill them before scoring (a network would turn them into NaN outputs)")
+        return self._normalize(tensor)
+
+    def __repr__(self):
+        return f"Preprocess({self.normalization!r})"

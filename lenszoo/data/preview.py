@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import LenszooError
 from .normalization import normalize
-from .storage import atomic_write
+from ..files import atomic_write
 
 
 def preview_samples(generator, split: str, *, seed: int = 0, noise: bool = True, per_class: int = 6):

@@ -18,16 +18,15 @@ ever pickled.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import LenszooError
+from ..files import atomic_write, remove_stale_temporaries, sha256_file, temporary_path
 
 FORMAT = "lenszoo-dataset"
 FORMAT_VERSION = 1
@@ -69,32 +68,6 @@ def meta_records(metas: list[dict], class_names) -> np.ndarray:
 
 
 # -- atomic files ----------------------------------------------------------------
-def _temporary_path(path: Path) -> Path:
-    return path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-
-
-def remove_temporaries(path: Path):
-    """Remove leftovers of interrupted writes of ``path`` (hidden ``.NAME.*.tmp`` files)."""
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        stale.unlink(missing_ok=True)
-
-
-def atomic_write(path: Path, write) -> Path:
-    """Write ``path`` through ``write(file)`` into a temporary file, fsync, then rename."""
-    path = Path(path)
-    tmp = _temporary_path(path)
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_npy(path: Path, array: np.ndarray) -> Path:
     return atomic_write(path, lambda handle: np.save(handle, np.ascontiguousarray(array), allow_pickle=False))
 
@@ -109,21 +82,23 @@ def save_json(path: Path, obj) -> Path:
     return atomic_write(path, lambda handle: handle.write(data))
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_json(path: Path, what: str) -> dict:
+    """A dataset manifest; a damaged one cannot be repaired in place (it is what says which
+    settings made the shards), so the advice is a fresh directory."""
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text())
+        data = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise LenszooError(f"{what} {path} does not exist") from None
     except (OSError, ValueError) as exc:
-        raise LenszooError(f"{what} {path} cannot be read ({exc}); delete it and re-run to rewrite it") from None
+        data, problem = None, f"{type(exc).__name__}: {exc}"
+    else:
+        problem = None if isinstance(data, dict) else f"a JSON {type(data).__name__}, not an object"
+    if problem:
+        raise LenszooError(f"{what} {path} is damaged ({problem}); without it the shards in {path.parent} cannot be "
+                           f"checked: move {path.parent} aside (or delete it) and run `lenszoo simulate` into a new "
+                           "--out") from None
+    return data
 
 
 # -- layout -------------------------------------------------------------------------
@@ -206,6 +181,9 @@ class DatasetWriter:
         """Create the directory and its provisional manifest, or check an existing one."""
         if self.path.exists() and not self.path.is_dir():
             raise LenszooError(f"--out {self.path} is a file; give a directory path")
+        from ..files import claim_output
+
+        claim_output(self.path, what="lenszoo dataset directory", is_ours=lambda path: True)  # parents, writable
         self.path.mkdir(parents=True, exist_ok=True)
         if not self.manifest_path.exists():
             visible = [p.name for p in self.path.iterdir() if not p.name.startswith(".")]
@@ -229,9 +207,9 @@ class DatasetWriter:
     def _claim_manifest(self):
         # Exclusive create, so two jobs starting on one directory cannot overwrite each other.
         provisional = {**self.identity, "complete": False}
-        tmp = _temporary_path(self.manifest_path)
+        tmp = temporary_path(self.manifest_path)
         data = json_bytes(provisional)
-        with open(tmp, "wb") as handle:
+        with open(tmp, "xb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -282,7 +260,7 @@ class DatasetWriter:
             raise ValueError(f"shard {k} needs {stop - start} images, got {images.shape[0]}")
         images_name, meta_name, record_name = shard_names(k)
         for name in (images_name, meta_name, record_name):
-            remove_temporaries(self.path / name)
+            remove_stale_temporaries(self.path / name)
         # The record goes last and is what makes the shard exist; remove an old one first.
         (self.path / record_name).unlink(missing_ok=True)
         save_npy(self.path / images_name, images.astype(np.float32, copy=False))

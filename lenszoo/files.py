@@ -1,0 +1,259 @@
+"""Writing files so that nothing is lost, and hashing them.
+
+Every file lenszoo writes goes to a hidden temporary sibling named after the
+process that writes it (``.NAME.<pid>-<random>.tmp``), is flushed to disk and
+then renamed over its real name, so a reader only ever sees a whole file. A
+kill leaves at most such a temporary; the next write of the same path removes
+those whose process is gone (never a live process's, so two jobs sharing a
+directory do not delete each other's work). Temporaries are created with
+``open``/``mkdir``, which honour the umask: teammates on a shared filesystem
+can read what lenszoo wrote, as with any other file they make.
+
+Output paths a user names are guarded by :func:`claim_output`: lenszoo writes
+into a path that is new, empty, or provably its own earlier output (a marker
+file it wrote), and refuses anything else, so it never deletes or replaces a
+user's files.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+from .errors import LenszooError
+
+TEMPORARY_SUFFIX = ".tmp"
+
+
+# -- hashing -------------------------------------------------------------------------------------
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- temporaries -----------------------------------------------------------------------------------
+def temporary_path(path: Path) -> Path:
+    """A hidden sibling of ``path`` that names this process."""
+    path = Path(path)
+    return path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TEMPORARY_SUFFIX}"
+
+
+def _writer_pid(temporary: Path, name: str) -> int | None:
+    middle = temporary.name[len(name) + 2: -len(TEMPORARY_SUFFIX)]  # ".NAME." ... ".tmp"
+    pid = middle.split("-", 1)[0]
+    return int(pid) if pid.isdigit() else None
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path):
+    """Remove what killed writers of ``path`` left behind (temporaries of processes that are gone)."""
+    path = Path(path)
+    try:
+        candidates = list(path.parent.glob(f".{path.name}.*{TEMPORARY_SUFFIX}"))
+    except OSError:
+        return
+    for stale in candidates:
+        pid = _writer_pid(stale, path.name)
+        if pid is not None and _process_alive(pid):
+            continue
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path) -> Path:
+    """Give a file written by a library that creates it 0600 (safetensors) the usual permissions."""
+    os.chmod(path, 0o666 & ~current_umask())
+    return Path(path)
+
+
+# -- atomic files ------------------------------------------------------------------------------------
+def atomic_write(path, write: Callable) -> Path:
+    """Write ``path`` through ``write(binary_file)``: a temporary sibling, fsync, then rename."""
+    path = Path(path)
+    remove_stale_temporaries(path)
+    tmp = temporary_path(path)
+    try:
+        with open(tmp, "xb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def json_text(obj, *, sort_keys: bool = True) -> str:
+    return json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n"
+
+
+def atomic_write_json(path, obj, *, sort_keys: bool = True) -> Path:
+    return atomic_write_text(path, json_text(obj, sort_keys=sort_keys))
+
+
+def _make_temporary_folder(target: Path) -> Path:
+    remove_stale_temporaries(target)
+    tmp = temporary_path(target)
+    tmp.mkdir()
+    return tmp
+
+
+@contextmanager
+def atomic_folder(target):
+    """Yield a temporary folder that then replaces ``target`` whole.
+
+    Only for folders lenszoo owns (a run's ``best/``, a state folder, a checkpoint folder it
+    checked with :func:`claim_output`): the previous content of ``target`` is removed.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _make_temporary_folder(target)
+    try:
+        yield tmp
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# -- output paths a user names ---------------------------------------------------------------------
+def _visible_entries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def claim_output(path, *, what: str, is_ours: Callable[[Path], bool], option: str = "--out",
+                 kind: str = "folder") -> Path:
+    """Check that ``path`` may be written: new, an empty folder, or ``is_ours(path)``.
+
+    Runs before any work, so a refused path costs nothing; :func:`output_folder`
+    and :func:`output_file` check again when they write.
+    """
+    path = Path(path)
+    for parent in [path, *path.parents]:
+        if parent.exists() or parent.is_symlink():
+            if parent != path and not parent.is_dir():
+                raise LenszooError(f"{option} {path} is inside {parent}, which is a file; choose a path in a folder")
+            break
+    if kind == "folder":
+        if path.exists() and not path.is_dir():
+            raise LenszooError(f"{option} {path} is a file; give a folder for the {what}")
+        if path.is_dir():
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise LenszooError(f"{option} {path} is not writable; choose another {option} or fix its permissions")
+            entries = _visible_entries(path)
+            if entries and not is_ours(path):
+                shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+                raise LenszooError(f"{option} {path} already holds files that are not a {what} (found {shown}); "
+                                   f"lenszoo never replaces them: choose a new or empty {option}")
+    else:
+        if path.is_dir():
+            raise LenszooError(f"{option} {path} is a folder; give a file path for the {what}")
+        if path.exists() and not is_ours(path):
+            raise LenszooError(f"{option} {path} exists and was not written by lenszoo as a {what}; "
+                               f"lenszoo never replaces it: choose another {option} or remove it yourself")
+    existing = next((p for p in [path, *path.parents] if p.exists()), None)
+    if existing is not None and existing != path and not os.access(existing, os.W_OK | os.X_OK):
+        raise LenszooError(f"cannot create {option} {path}: {existing} is not writable; "
+                           f"choose another {option} or fix its permissions")
+    return path
+
+
+@contextmanager
+def output_folder(path, *, what: str, is_ours: Callable[[Path], bool], previous_files: Callable[[Path], list] = None,
+                  option: str = "--out"):
+    """Yield a temporary folder; its files then land in ``path`` (checked by :func:`claim_output`).
+
+    A new ``path`` is created by renaming the finished folder (whole or not at all). An empty
+    folder, or this command's own earlier output, gets each file replaced atomically; files the
+    earlier output listed (``previous_files``) that this run did not write are removed, and
+    nothing else in the folder is touched.
+    """
+    path = claim_output(path, what=what, is_ours=is_ours, option=option)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _make_temporary_folder(path)
+        try:
+            yield tmp
+            os.rename(tmp, path)  # fails, rather than replaces, if someone made `path` meanwhile
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return
+    old = list(previous_files(path)) if previous_files and is_ours(path) else []
+    tmp = _make_temporary_folder(path / "output")
+    try:
+        yield tmp
+        written = sorted(p.name for p in tmp.iterdir())
+        for name in written:
+            os.replace(tmp / name, path / name)
+        for name in old:
+            if name not in written and "/" not in name and (path / name).is_file():
+                (path / name).unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def output_file(path, text: str, *, what: str, is_ours: Callable[[Path], bool], option: str = "--out") -> Path:
+    """Write ``text`` to ``path`` atomically if it is new or lenszoo's own earlier output."""
+    path = claim_output(path, what=what, is_ours=is_ours, option=option, kind="file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(path, text)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -1,0 +1,172 @@
+"""What a model name means: the one resolver behind ``lenszoo.load``, ``evaluate``, ``download``,
+``publish`` and ``release``.
+
+A name is, in this order:
+
+- ``hf-hub:ORG/NAME[@REVISION]`` — a lenszoo checkpoint on the Hugging Face Hub;
+- a path, if it looks like one: it starts with ``/``, ``./``, ``../`` or ``~``, or holds a
+  path separator — a run directory (``run.json``) or a checkpoint folder (``config.json``);
+- otherwise a registered architecture, whose released weights ``task`` and ``dataset`` pick.
+
+A bare name never silently becomes a path: a folder named ``c8_steerable`` in the working
+directory does not shadow the architecture. An unknown bare name that is also a folder here
+is an error that says to write ``./NAME``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LenszooError, UnknownNameError
+
+HUB_PREFIX = "hf-hub:"
+KINDS = ("released", "hub", "run", "checkpoint")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    kind: str  # released | hub | run | checkpoint
+    name: str  # as the user wrote it
+    arch: str | None = None
+    task: str | None = None
+    dataset: str | None = None
+    repo_id: str | None = None
+    revision: str | None = None
+    path: Path | None = None
+
+    @property
+    def checkpoint_folder(self) -> Path:
+        """The checkpoint folder of a run or checkpoint reference."""
+        from .checkpoint import CONFIG_NAME
+
+        if self.kind == "checkpoint":
+            return self.path
+        if self.kind == "run":
+            best = self.path / "best"
+            if not (best / CONFIG_NAME).is_file():
+                raise LenszooError(f"run {self.path} has no best checkpoint yet (no epoch finished); train longer "
+                                   f"or resume it with `lenszoo train --resume --out {self.path}`")
+            return best
+        raise LenszooError(f"{self.name} is not on this disk; it names {self.kind} weights")
+
+    def describe(self) -> dict:
+        if self.kind in ("run", "checkpoint"):
+            return {"kind": self.kind, "path": str(self.path.resolve())}
+        if self.kind == "hub":
+            return {"kind": "hub", "repo_id": self.repo_id, "revision": self.revision}
+        return {"kind": "pretrained", "name": self.name, "task": self.task, "dataset": self.dataset}
+
+
+def looks_like_path(name) -> bool:
+    if isinstance(name, os.PathLike):
+        return True
+    text = str(name)
+    separators = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
+    return text in (".", "..") or text.startswith(("~", ".")) or any(sep in text for sep in separators)
+
+
+def _path_ref(name, text: str) -> ModelRef:
+    from .checkpoint import CONFIG_NAME
+    from .train import RUN_FILE
+
+    path = Path(text).expanduser()
+    if not path.exists():
+        hint = f"; for a Hub repo write {HUB_PREFIX}{text}" if text.count("/") == 1 and not text.startswith(
+            (".", "/", "~")) else ""
+        raise LenszooError(f"{text} does not exist; pass a run directory, a checkpoint folder, a registered "
+                           f"architecture or {HUB_PREFIX}ORG/NAME{hint}")
+    if not path.is_dir():
+        raise LenszooError(f"{text} is a file; pass a run directory (run.json) or a checkpoint folder "
+                           "(config.json + model.safetensors)")
+    if (path / RUN_FILE).is_file() or (path / "best" / CONFIG_NAME).is_file():
+        return ModelRef("run", str(name), path=path)
+    if (path / CONFIG_NAME).is_file():
+        return ModelRef("checkpoint", str(name), path=path)
+    raise LenszooError(f"{text} is neither a run directory (run.json) nor a checkpoint folder "
+                       "(config.json + model.safetensors)")
+
+
+def resolve_name(name, *, task: str | None = None, dataset: str | None = None,
+                 accept: tuple[str, ...] = KINDS) -> ModelRef:
+    """A :class:`ModelRef` for ``name``; errors say how to write what was meant."""
+    from .hub import parse_hf_hub_name
+
+    if name is None or str(name).strip() == "":
+        raise LenszooError("no model given; pass an architecture name, hf-hub:ORG/NAME or a folder")
+    text = str(name)
+    paths_only = not ({"released", "hub"} & set(accept))
+    if text.startswith(HUB_PREFIX):
+        if "hub" not in accept:
+            raise LenszooError(f"{text} is a Hub repo; this command takes {_accepted(accept)}")
+        repo_id, revision = parse_hf_hub_name(text)
+        return ModelRef("hub", text, repo_id=repo_id, revision=revision)
+    if paths_only or looks_like_path(name):
+        ref = _path_ref(name, text)
+        if ref.kind not in accept:
+            raise LenszooError(f"{text} is a {ref.kind} folder; this command takes {_accepted(accept)}")
+        return ref
+    from .registry import registry
+    from .tasks import check_task
+
+    try:
+        registry.architecture(text)
+    except UnknownNameError as exc:
+        if Path(text).is_dir():
+            raise LenszooError(f"{exc}; a folder named {text!r} is here: write ./{text} to use it") from None
+        raise
+    if "released" not in accept:
+        raise LenszooError(f"{text} is an architecture name; this command takes {_accepted(accept)} "
+                           f"(write ./{text} for a folder of that name)")
+    check_task(task or "classify")
+    return ModelRef("released", text, arch=text, task=task or "classify", dataset=dataset or "A")
+
+
+def _accepted(accept) -> str:
+    words = {"released": "a registered architecture", "hub": f"{HUB_PREFIX}ORG/NAME", "run": "a run directory",
+             "checkpoint": "a checkpoint folder"}
+    return " or ".join(words[k] for k in KINDS if k in accept)
+
+
+def checkpoint_folder_for(ref: ModelRef) -> Path:
+    """A local folder holding verified weights for ``ref`` (released weights and Hub repos are
+    found or fetched; sha256 checked)."""
+    if ref.kind in ("run", "checkpoint"):
+        return ref.checkpoint_folder
+    if ref.kind == "hub":
+        from .hub import download_checkpoint
+
+        return download_checkpoint(ref.repo_id, ref.revision)
+    from .weights import find_entry, resolve_entry
+
+    return resolve_entry(find_entry(ref.arch, ref.task, ref.dataset))
+
+
+def load_model(name, *, task: str | None = None, dataset: str | None = None, device="cpu"):
+    """A model in eval mode for any name :func:`resolve_name` understands."""
+    from .checkpoint import load_checkpoint
+    from .runtime import resolve_device
+
+    device = resolve_device(device)
+    ref = resolve_name(name, task=task, dataset=dataset)
+    if ref.kind == "hub":
+        from .hub import download_checkpoint
+
+        try:
+            model = load_checkpoint(download_checkpoint(ref.repo_id, ref.revision), device=device)
+        except LenszooError as exc:  # a corrupted cached file: fetch once more, fresh
+            if "does not match the sha256" not in str(exc) and "not a valid lenszoo checkpoint config" not in str(exc):
+                raise
+            model = load_checkpoint(download_checkpoint(ref.repo_id, ref.revision, force=True), device=device)
+    elif ref.kind == "released":
+        from .weights import find_entry, resolve_entry
+
+        entry = find_entry(ref.arch, ref.task, ref.dataset)
+        model = load_checkpoint(resolve_entry(entry), device=device)
+        model.lenszoo_config["released"] = {k: entry.get(k) for k in
+                                            ("file", "sha256", "config_sha256", "hf_repo_id", "hf_revision")}
+    else:
+        model = load_checkpoint(ref.checkpoint_folder, device=device)
+    model.lenszoo_source = ref
+    return model
