@@ -112,6 +112,20 @@ def test_a_corrupted_cache_file_is_detected_and_fetched_again(hub, probe_arch, t
     assert len(downloads(hub)) > before  # fetched again
 
 
+def test_a_corrupted_cached_config_is_fetched_again(hub, probe_arch, tmp_path):
+    original = make_checkpoint(tmp_path / "ckpt")
+    sha = lenszoo.hub.publish(tmp_path / "ckpt", "lenszoo/corrupt-config").commit_sha
+    lenszoo.load(f"hf-hub:lenszoo/corrupt-config@{sha}")
+    before = len(downloads(hub))
+    cached = next((tmp_path / "hf-home" / "hub").rglob(f"snapshots/{sha}/config.json")).resolve()
+    config = json.loads(cached.read_text())
+    config["model_args"] = None  # the same size or not: any damage is caught by the schema
+    cached.write_text(json.dumps(config))
+    loaded = lenszoo.load(f"hf-hub:lenszoo/corrupt-config@{sha}")
+    assert torch.equal(outputs(loaded), outputs(original))
+    assert len(downloads(hub)) > before
+
+
 def test_offline_with_warm_cache_works_and_cold_cache_fails_fast(hub, probe_arch, tmp_path, monkeypatch):
     original = make_checkpoint(tmp_path / "ckpt")
     sha = lenszoo.hub.publish(tmp_path / "ckpt", "lenszoo/offline").commit_sha
