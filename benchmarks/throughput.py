@@ -38,7 +38,7 @@ def build_tutorial_reference(task="classify"):
     from escnn import gspaces
     from escnn import nn as enn
 
-    from lenszoo.archs.c8_steerable import _use_deterministic_escnn_svd
+    from lenszoo.archs.steerable import _use_deterministic_escnn_svd
     from lenszoo.tasks import num_outputs
 
     _use_deterministic_escnn_svd()

@@ -9,12 +9,12 @@ vertical flips and transposes, with no flip augmentation needed.
 A regular D8 field has 16 channels (C8's has 8), so the default widths are
 half of ``c8_steerable``'s field counts with a wider last layer: about the same
 channels and compute. The network itself is lenszoo's public steerable-CNN
-builder (``lenszoo.archs.c8_steerable.build_steerable_cnn``) with ``group="D8"``;
+builder (``lenszoo.archs.steerable.build_steerable_cnn``) with ``group="D8"``;
 this module uses only lenszoo's public API.
 """
 
 from lenszoo import hookimpl
-from lenszoo.archs.c8_steerable import build_steerable_cnn
+from lenszoo.archs.steerable import build_steerable_cnn
 
 __version__ = "0.1.0"
 
