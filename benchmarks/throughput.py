@@ -110,7 +110,7 @@ def training_rate(model, task: str, batch_size: int, repeats: int, warmup_batch:
                   precision: str = "fp32", channels_last: bool = False) -> float:
     """Training steps as ``lenszoo train`` takes them: forward under the precision's autocast,
     loss, backward and Adam in fp32."""
-    from lenszoo.train import autocast
+    from lenszoo.runtime import autocast
 
     device = torch.device("cpu")
     model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -136,7 +136,7 @@ def training_rate(model, task: str, batch_size: int, repeats: int, warmup_batch:
 
 
 def inference_rate(model, batch_size: int, repeats: int, warmup_batch: int, precision: str = "fp32") -> float:
-    from lenszoo.train import autocast
+    from lenszoo.runtime import autocast
 
     model.eval()
 

@@ -21,6 +21,12 @@ import numpy as np
 
 from .errors import LenszooError
 from .files import claim_output, output_folder
+from .metrics import (  # noqa: F401 - re-exported, evaluate's public names before 0.2
+    classification_metrics,
+    predict_raw,
+    regression_metrics,
+    task_metrics,
+)
 from .tasks import CLASS_NAMES, check_task
 
 RESULTS_FORMAT = "lenszoo-evaluation"
@@ -61,7 +67,8 @@ def previous_outputs(folder) -> list[str]:
 def load_test_data(task, *, dataset=None, split="test", data_dir=None, n_per_class=2000, seed=0, workers=0,
                    verify=True):
     """Raw (unnormalised) images, targets and a description of where they came from."""
-    from .train import load_items, open_stored, stream_fetch
+    from .train.batches import load_items
+    from .train.data import open_stored, stream_fetch
 
     if split not in SPLITS:
         raise LenszooError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
@@ -124,50 +131,7 @@ def rotation_variants(images, seed=0):
     yield "random", torch.cat(out)
 
 
-# -- metrics -----------------------------------------------------------------------------------
-def classification_metrics(logits, targets) -> dict:
-    import torch
-    from sklearn.metrics import confusion_matrix, roc_auc_score
-
-    probs = torch.softmax(logits.double(), 1).numpy()
-    y = targets.numpy().astype(int)
-    predicted = probs.argmax(1)
-    labels = list(range(len(CLASS_NAMES)))
-    matrix = confusion_matrix(y, predicted, labels=labels)
-    metrics = {"n": int(len(y)), "accuracy": float((predicted == y).mean()),
-               "confusion_matrix": matrix.tolist(), "confusion_matrix_axes": "rows: true class, columns: predicted",
-               "recall": {name: float(matrix[i, i] / matrix[i].sum()) if matrix[i].sum() else None
-                          for i, name in enumerate(CLASS_NAMES)}}
-    present = sorted(set(y.tolist()))
-    if present == labels:
-        metrics["auc"] = float(roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=labels))
-        metrics["auc_per_class"] = {name: float(roc_auc_score(y == i, probs[:, i]))
-                                    for i, name in enumerate(CLASS_NAMES)}
-    else:
-        metrics["auc"] = None
-        metrics["auc_note"] = "AUC needs every class in the test set"
-    return metrics
-
-
-def regression_metrics(predictions, targets) -> dict:
-    pred = predictions.reshape(-1).double().numpy()
-    true = targets.reshape(-1).double().numpy()
-    err = pred - true
-    return {"n": int(len(true)), "unit": "dex (log10 m_a/eV)", "rmse": float(np.sqrt(np.mean(err**2))),
-            "mse": float(np.mean(err**2)), "mae": float(np.mean(np.abs(err))), "bias": float(np.mean(err)),
-            "mae_predicting_mean": float(np.mean(np.abs(true - true.mean())))}
-
-
-def task_metrics(task, outputs, targets):
-    return classification_metrics(outputs, targets) if task == "classify" else regression_metrics(outputs, targets)
-
-
-def predict_raw(model, images, preprocess, device, batch_size=256):
-    from .train import predict
-
-    return predict(model, preprocess(images) if preprocess is not None else images, device, batch_size)
-
-
+# -- metrics: lenszoo.metrics, shared with training validation ------------------------------------
 def evaluate_model(model, images, targets, *, task, device="cpu", rotations=False, seed=0, batch_size=256, log=None):
     """Metrics of ``model`` on raw ``images`` (and their rotations); returns ``(results, outputs)``."""
     preprocess = getattr(model, "preprocess", None)

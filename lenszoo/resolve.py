@@ -69,7 +69,7 @@ def looks_like_path(name) -> bool:
 
 def _path_ref(name, text: str) -> ModelRef:
     from .checkpoint import CONFIG_NAME
-    from .train import RUN_FILE
+    from .rundir import RUN_FILE
 
     path = Path(text).expanduser()
     if not path.exists():

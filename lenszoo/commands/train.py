@@ -9,14 +9,6 @@ import click
 from ..errors import LenszooError
 from ..hookspecs import hookimpl
 
-# CLI option -> TrainConfig field, for the options whose values --resume checks.
-_TRAIN_FIELDS = ("arch", "task", "dataset", "out", "data", "val_data", "stream", "recipe", "lr", "batch_size",
-                 "epochs", "schedule", "augment", "epoch_size", "weight_decay", "precision", "channels_last",
-                 "val_size", "val_fraction",
-                 "model_args", "seed", "device", "workers", "threads", "max_minutes", "save_every_minutes",
-                 "save_every_steps", "quiet", "verify")
-
-
 def parse_model_args(pairs) -> dict:
     """``KEY=VALUE`` pairs; values are read as JSON when they parse (numbers, lists), else as text."""
     args = {}
@@ -31,48 +23,46 @@ def parse_model_args(pairs) -> dict:
     return args
 
 
+def train_options(command):
+    """Add one click option per ``TrainConfig`` field: names, defaults, choices and help come from
+    the config (and recipe values from ``RECIPES``), so the CLI cannot drift from it."""
+    from dataclasses import MISSING, fields
+
+    from ..train.config import TrainConfig, _recipe_values
+
+    for spec in reversed(fields(TrainConfig)):
+        meta = spec.metadata
+        if not meta.get("cli", True):
+            continue
+        flag = meta.get("flag") or "--" + spec.name.replace("_", "-")
+        help_text = meta["help"]
+        if meta.get("choices"):  # checked by TrainConfig, whose errors suggest the closest name
+            help_text = f"{help_text}: {', '.join(meta['choices'])}"
+        if meta.get("recipe"):
+            help_text = f"{help_text} [recipe {_recipe_values(spec.name)}]."
+        default = None if spec.default is MISSING else spec.default
+        kind, choices = meta.get("kind"), meta.get("choices")
+        if kind == "flag":
+            option = click.option(flag, spec.name, is_flag=True, default=bool(default), help=help_text)
+        elif kind == "negative_flag":
+            option = click.option(flag, spec.name, is_flag=True, flag_value=False, default=True, help=help_text)
+        elif kind == "switch":
+            name = spec.name.replace("_", "-")
+            option = click.option(f"--{name}/--no-{name}", spec.name, default=None, help=help_text)
+        elif kind == "model_args":
+            option = click.option(flag, spec.name, multiple=True, metavar="KEY=VALUE", help=help_text)
+        else:
+            click_type = str if choices else click.Path() if kind == "path" else kind
+            show = default is not None and not meta.get("recipe")
+            option = click.option(flag, spec.name, type=click_type, default=default, show_default=show,
+                                  help=help_text)
+        command = option(command)
+    return command
+
+
 @click.command("train")
-@click.option("--arch", help="Architecture to train (see `lenszoo list`).")
-@click.option("--task", default="classify", show_default=True, help="classify or regress (log10 m_a).")
-@click.option("--dataset", help="A (Euclid-like) or B (HST-like); with --data it is read from the data.")
-@click.option("--data", type=click.Path(), help="A stored dataset written by `lenszoo simulate` (train split).")
-@click.option("--val-data", type=click.Path(), help="A stored validation dataset (default: hold out --val-fraction "
-              "of --data, or simulate --val-size images with --stream).")
-@click.option("--stream", is_flag=True, help="Simulate training images on the fly (fixed-size epochs).")
-@click.option("--recipe", default="paper", show_default=True,
-              help="Defaults for the options below: paper (Adam 1e-4, batch 64, 10 epochs, no augmentation) "
-                   "or cpu (lr 1e-3, cosine, rot90+flip, 24 epochs of 12,000 streamed images: c8_steerable's 15 minutes on 2 cores).")
-@click.option("--epochs", type=int, help="Epochs (recipe: 10 / 24).")
-@click.option("--epoch-size", type=int, help="Images per epoch (recipe paper: one pass over --data, 90,000 with "
-              "--stream; cpu: 12,000, or each built-in's 15-minute budget).")
-@click.option("--batch-size", type=int, help="Images per step and process (recipe: 64).")
-@click.option("--lr", type=float, help="Adam learning rate (recipe: 1e-4 / 1e-3).")
-@click.option("--weight-decay", type=float, help="Adam weight decay (recipe: 0).")
-@click.option("--schedule", help="constant, cosine or onecycle, per step (recipe: constant / cosine).")
-@click.option("--augment", help="none, flip, rot90 or rot90flip: exact pixel-grid symmetries (recipe: none / rot90flip).")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]),
-              help="fp32, or bf16 autocast for the forward pass (weights, loss and optimizer stay fp32) "
-                   "[recipe: fp32; cpu: each built-in's faster one].")
-@click.option("--channels-last/--no-channels-last", default=None,
-              help="Train in channels_last memory format [recipe: off; cpu: on where it is faster].")
-@click.option("--val-size", type=int, default=3000, show_default=True, help="Validation images simulated with --stream.")
-@click.option("--val-fraction", type=float, default=0.1, show_default=True,
-              help="Share of --data held out for validation when there is no --val-data.")
-@click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE", help="Architecture argument (repeatable).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds initialisation, data order, augmentation, stream.")
-@click.option("--device", default="auto", show_default=True, help="auto (a GPU when present), cpu, cuda or cuda:N.")
-@click.option("--workers", type=int, default=0, show_default=True,
-              help="DataLoader worker processes (simulate --stream images in parallel); results do not depend on it.")
-@click.option("--threads", type=int, help="Torch threads per process (default: the cores / processes per machine).")
-@click.option("--out", type=click.Path(), help="Run directory [default: runs/ARCH-TASK-DATASET-seedSEED].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out where its last saved state left off.")
-@click.option("--max-minutes", type=float, help="Stop cleanly, with a resumable state, after this many minutes.")
-@click.option("--save-every-minutes", type=float, default=10.0, show_default=True,
-              help="Also save a resumable state mid-epoch this often.")
-@click.option("--save-every-steps", type=int, help="Also save a resumable state every N optimizer steps.")
-@click.option("--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
-@click.option("--no-verify", "verify", is_flag=True, flag_value=False, default=True,
-              help="Skip checking stored data against the sha256s in its manifest (a few seconds per GB).")
+@train_options
 @click.pass_context
 def train_command(ctx, **options):
     """Train ARCH for a task on dataset A or B; checkpoints, metrics and a learning curve go to --out.
@@ -86,7 +76,7 @@ def train_command(ctx, **options):
 
     from ..train import TrainConfig, train
 
-    given = {name for name in _TRAIN_FIELDS
+    given = {name for name in options
              if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
     resume = options.pop("resume")
     options["model_args"] = parse_model_args(options["model_args"])
