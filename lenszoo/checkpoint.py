@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from .errors import LenszooError
-from .files import atomic_folder, atomic_write_text, honour_umask, sha256_file  # noqa: F401 - re-exported
+from .files import atomic_folder, atomic_write_text, honour_umask, json_says, sha256_file  # noqa: F401 - re-exported
 from .tasks import CLASS_NAMES
 
 WEIGHTS_NAME = "model.safetensors"
@@ -44,11 +44,7 @@ def state_dict_for_saving(model) -> dict:
 
 def is_checkpoint_folder(folder) -> bool:
     """True for a folder lenszoo wrote as a checkpoint (its config.json says so)."""
-    try:
-        config = json.loads((Path(folder) / CONFIG_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and config.get("format") == FORMAT
+    return json_says(Path(folder) / CONFIG_NAME, "format", FORMAT)
 
 
 def save_checkpoint(folder, model, *, dataset=None, normalization=None, metrics=None, recipe=None,

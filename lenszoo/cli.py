@@ -152,7 +152,7 @@ def list_command(pattern, task, show_datasets, no_params):
     for name in list_models(pattern, task=task):
         arch = registry.architecture(name)
         try:
-            params = "-" if no_params else f"{count_parameters(arch.build(task or arch.tasks[0])):,}"
+            params = "-" if no_params else f"{arch.parameter_count(task or arch.tasks[0]):,}"
         except LenszooError as exc:  # one unbuildable plugin model must not hide the others
             click.echo(f"Warning: {exc}", err=True)
             params = "unavailable"
@@ -190,17 +190,20 @@ def plugins_command(as_json, show_traceback):
 
 
 @main.command("info")
-@click.argument("arch")
-def info_command(arch):
-    """What architecture ARCH computes, where it comes from, and its sizes."""
-    spec = registry.architecture(arch)
+@click.argument("name")
+def info_command(name):
+    """What architecture or dataset NAME is, where it comes from, and its sizes."""
+    archs, datasets = registry.architectures, registry.datasets
+    if name not in archs and name in datasets:
+        return _dataset_info(datasets[name])
+    spec = registry.architecture(name)  # an unknown name fails here, with suggestions
     click.echo(f"{spec.name}: {spec.description}")
     click.echo(f"  paper:       {spec.paper or '-'}")
     click.echo(f"  plugin:      {spec.plugin} (package {spec.package or 'in-process'})")
     click.echo(f"  input size:  {'x'.join(map(str, spec.input_size))}")
     click.echo(f"  model args:  {json.dumps(spec.default_kwargs) if spec.default_kwargs else '-'}")
     for task in spec.tasks:
-        click.echo(f"  {task:<9}    {count_parameters(spec.build(task)):,} parameters")
+        click.echo(f"  {task:<9}    {spec.parameter_count(task):,} parameters")
     try:
         from .weights import released_weights
 
@@ -209,6 +212,27 @@ def info_command(arch):
         entries = []
     for entry in entries:
         click.echo(f"  weights:     task={entry['task']} dataset={entry['dataset']} {entry['file']}")
+    if name in datasets:
+        click.echo(f"  ({name} is also a dataset: its generator is described by `lenszoo list --datasets`)")
+
+
+def _dataset_info(entry):
+    from .data.interface import generator_image_shape, generator_info, generator_splits
+
+    generator = entry.create()
+    made_by = generator_info(generator)
+    click.echo(f"{entry.name}: {entry.description or '-'} (dataset)")
+    click.echo(f"  plugin:      {entry.plugin} (package {entry.package or 'in-process'})")
+    click.echo(f"  generator:   {made_by['name']} version {made_by['version']}")
+    click.echo(f"  classes:     {', '.join(generator.class_names)}")
+    click.echo(f"  splits:      {', '.join(generator_splits(generator)) or 'any'}")
+    click.echo(f"  image:       {'x'.join(map(str, generator_image_shape(generator)))}")
+    instrument = (generator.config.get("instrument") or {}).get("description") if isinstance(
+        generator.config, dict) else None
+    if instrument:
+        click.echo(f"  instrument:  {instrument}")
+    click.echo(f"  config:      {len(json.dumps(generator.config)):,} bytes of settings; "
+               "all are recorded in every dataset manifest and checkpoint")
 
 
 @main.command("demo")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LenszooError
-from .files import claim_output, output_folder
+from .files import claim_output, json_says, output_folder
 from .metrics import (  # noqa: F401 - re-exported, evaluate's public names before 0.2
     classification_metrics,
     predict_raw,
@@ -47,11 +47,7 @@ def resolve_model(name, *, task=None, dataset=None, device="cpu"):
 
 def is_evaluation_folder(folder) -> bool:
     """True for a folder ``lenszoo evaluate`` wrote (its results.json says so)."""
-    try:
-        record = json.loads((Path(folder) / RESULTS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(record, dict) and record.get("format") == RESULTS_FORMAT
+    return json_says(Path(folder) / RESULTS_FILE, "format", RESULTS_FORMAT)
 
 
 def previous_outputs(folder) -> list[str]:

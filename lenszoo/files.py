@@ -45,6 +45,16 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def json_says(path, key: str, value) -> bool:
+    """True if ``path`` is a JSON object whose ``key`` is ``value``: how lenszoo recognises the
+    marker files of its own outputs (a checkpoint's config.json, an evaluation's results.json)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get(key) == value
+
+
 # -- temporaries -----------------------------------------------------------------------------------
 def temporary_path(path: Path) -> Path:
     """A hidden sibling of ``path`` that names this process."""

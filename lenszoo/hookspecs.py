@@ -16,10 +16,13 @@ def register_architectures(register):
     """Register model architectures.
 
     ``register(name, builder, *, tasks=("classify", "regress"), description="",
-    paper="", input_size=(1, 64, 64), **default_kwargs)`` where
-    ``builder(task, **kwargs)`` returns a ``torch.nn.Module`` mapping a
+    paper="", input_size=(1, 64, 64), model_args={...})`` where
+    ``builder(task, **model_args)`` returns a ``torch.nn.Module`` mapping a
     ``(B, 1, 64, 64)`` batch to ``(B, 3)`` logits for ``classify`` or ``(B, 1)``
-    for ``regress``.
+    for ``regress``. ``model_args`` are the builder's defaults (recorded in every
+    checkpoint, overridden by ``create_model(name, key=value)``); the other keywords
+    describe the architecture and are not model arguments. The model is run once on a
+    zero batch when built, so a wrong output shape is reported with the plugin's name.
     """
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +77,24 @@ def _numeric_metrics(metrics: dict):
             yield "val", key, float(value)
 
 
-def model_card_text(config: dict, repo_id: str | None = None) -> str:
+def _package_line(config: dict) -> str:
+    """What to install to load a checkpoint: lenszoo, and the plugin package of its architecture."""
+    import importlib.metadata
+
+    packages = [("lenszoo", config.get("lenszoo_version"))]
+    package = config.get("package")
+    if package and package != "lenszoo":
+        try:
+            version = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            version = None
+        packages.append((package, version))
+    return " ".join(f"`{name}=={version}`" if version else f"`{name}`" for name, version in packages)
+
+
+def model_card_text(config: dict, repo_id: str | None = None, revision: str | None = None) -> str:
+    """The card: metadata (model-index with every metric), the pinned load line, what to install,
+    the metrics and the recipe. ``revision`` pins the load line to the commit holding the weights."""
     from huggingface_hub import EvalResult, ModelCardData
 
     arch, task, dataset = config["arch"], config["task"], config.get("dataset") or "unknown"
@@ -96,8 +111,12 @@ def model_card_text(config: dict, repo_id: str | None = None) -> str:
         tags=["lenszoo", "strong-lensing", "dark-matter", arch, task],
         model_name=f"{arch}-{task}-{dataset}", eval_results=results or None,
     )
-    load_line = (f'lenszoo.load("hf-hub:{repo_id}")' if repo_id
+    pin = f"@{revision}" if revision else ""
+    load_line = (f'lenszoo.load("hf-hub:{repo_id}{pin}")' if repo_id
                  else f'lenszoo.load("{arch}", task="{task}", dataset="{dataset}")')
+    plugin = config.get("plugin")
+    needs = _package_line(config) + (f" (the architecture comes from plugin `{plugin}`)"
+                                     if config.get("package") not in (None, "lenszoo") else "")
     rows = "\n".join(f"| {split} | {name} | {value:.4g} |" for split, name, value in _numeric_metrics(config.get("metrics")))
     recipe = "\n".join(f"- `{k}`: {v}" for k, v in sorted((config.get("recipe") or {}).items()))
     target = "3 logits, classes " + ", ".join(config.get("class_names") or []) if task == "classify" \
@@ -117,6 +136,8 @@ model = {load_line}
 x = model.preprocess(images)  # the normalisation this model was trained with
 y = model(x)
 ```
+
+Needs: pip install {needs}.
 
 ## Metrics
 
@@ -138,10 +159,11 @@ is not established.
 """
 
 
-def write_model_card(folder, repo_id: str | None = None) -> Path:
+def write_model_card(folder, repo_id: str | None = None, revision: str | None = None,
+                     config: dict | None = None) -> Path:
     folder = Path(folder)
     path = folder / CARD_NAME
-    path.write_text(model_card_text(read_config(folder), repo_id))
+    path.write_text(model_card_text(config or read_config(folder), repo_id, revision))
     return path
 
 
@@ -186,9 +208,13 @@ def _hub_error(exc, action: str) -> LenszooError:
     return LenszooError(f"{action}: {detail}; check the repo id, your network and HF_ENDPOINT")
 
 
-def publish(path, repo_id: str, *, tag: str | None = None, private: bool = False, token: str | None = None) -> Published:
-    """Upload a checkpoint folder (model card included) to ``repo_id``; returns the commit sha."""
-    from huggingface_hub import HfApi
+def publish(path, repo_id: str, *, tag: str | None = None, private: bool = False, token: str | None = None,
+            run_dir=None) -> Published:
+    """Upload a checkpoint folder to ``repo_id`` in two commits: config.json and the weights, then
+    the model card, whose load line is pinned to the first commit. The card carries the test
+    metrics ``lenszoo evaluate`` wrote for these exact weights (under ``run_dir``'s eval/). Returns
+    the weights' commit sha (the one to pin)."""
+    from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
     check_repo_id(repo_id)
@@ -201,28 +227,29 @@ def publish(path, repo_id: str, *, tag: str | None = None, private: bool = False
         raise LenszooError(f"{folder} has no {WEIGHTS_NAME}: lenszoo publishes safetensors weights only")
     if config.get("weights_sha256") and sha256_file(weights) != config["weights_sha256"]:
         raise LenszooError(f"{weights} does not match the sha256 in its config.json; re-export the checkpoint")
+    from .weights import evaluated_test_metrics
+
+    card_config = dict(config)
+    test = evaluated_test_metrics(run_dir or Path(path), config)
+    if test and "test" not in (config.get("metrics") or {}):
+        card_config["metrics"] = {**(config.get("metrics") or {}), "test": test}
     api = HfApi(endpoint=endpoint(), token=token)
-    with tempfile.TemporaryDirectory(prefix="lenszoo-publish-") as staging:
-        staging = Path(staging)
-        for name in CHECKPOINT_FILES:
-            shutil.copy2(folder / name, staging / name)
-        if (folder / CARD_NAME).is_file():
-            shutil.copy2(folder / CARD_NAME, staging / CARD_NAME)
-        else:
-            write_model_card(staging, repo_id)
-        try:
-            api.create_repo(repo_id, private=private, exist_ok=True)
-            info = api.upload_folder(
-                folder_path=str(staging), repo_id=repo_id,
-                commit_message=f"lenszoo: {config['arch']} {config['task']} dataset {config.get('dataset')}",
-            )
-            sha = info.oid
-            if tag:
-                api.create_tag(repo_id, tag=tag, revision=sha)
-        except HfHubHTTPError as exc:
-            raise _hub_error(exc, f"publishing to {repo_id} failed") from None
-        except _network_errors() as exc:
-            raise _unreachable(exc, f"publishing to {repo_id} failed") from None
+    what = f"{config['arch']} {config['task']} dataset {config.get('dataset')}"
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.create_commit(repo_id, operations=[
+            CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in CHECKPOINT_FILES],
+            commit_message=f"lenszoo: {what}")
+        sha = info.oid
+        card = model_card_text(card_config, repo_id, sha).encode()
+        final = api.create_commit(repo_id, operations=[CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=card)],
+                                  commit_message=f"lenszoo: model card for {what}, pinned to {sha[:12]}")
+        if tag:
+            api.create_tag(repo_id, tag=tag, revision=final.oid)
+    except HfHubHTTPError as exc:
+        raise _hub_error(exc, f"publishing to {repo_id} failed") from None
+    except _network_errors() as exc:
+        raise _unreachable(exc, f"publishing to {repo_id} failed") from None
     base = (endpoint() or "https://huggingface.co").rstrip("/")
     return Published(repo_id, f"{base}/{repo_id}", sha, tag)
 

@@ -154,11 +154,26 @@ def _table(headers, rows):
     return "\n".join(lines)
 
 
+def distinct_weights(records: list[dict], rotations: bool = False) -> list[dict]:
+    """One record per set of weights (their sha256): evaluating the same weights twice is one run,
+    not two. Of several evaluations of one set, the one with rotation results (if asked for),
+    then the most test images, is kept."""
+    chosen: dict = {}
+    for index, record in enumerate(records):
+        sha = _dig(record, "model", "weights_sha256") or f"unknown-{index}"
+        rank = (bool(record.get("rotations")) if rotations else False, record.get("n") or 0)
+        if sha not in chosen or rank > chosen[sha][0]:
+            chosen[sha] = (rank, record)
+    return [record for _, record in chosen.values()]
+
+
 def build_report(results: list[dict], paper: dict | None = None, rotations: bool = False) -> str:
-    """The Markdown text: one table per task present (in the results or the paper file)."""
+    """The Markdown text: one table per task present (in the results or the paper file).
+    A row's "runs" counts distinct weights."""
     groups = defaultdict(list)
     for record in results:
         groups[(record["task"], record["arch"], str(record["dataset"]), record.get("split", "test"))].append(record)
+    groups = {key: distinct_weights(records, rotations) for key, records in groups.items()}
     show_split = any(key[3] != "test" for key in groups)
     paper_rows = paper["rows"] if paper else {}
     sections = []

@@ -35,6 +35,34 @@ def manifest_path() -> Path:
     return Path(__file__).resolve().parent.parent / MANIFEST_NAME
 
 
+def source_checkout() -> Path | None:
+    """The top of the lenszoo source tree this package runs from, or None for an installed copy."""
+    top = Path(__file__).resolve().parent.parent
+    try:
+        pyproject = (top / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    return top if 'name = "lenszoo"' in pyproject and (top / MANIFEST_NAME).is_file() else None
+
+
+def release_manifest(to=None) -> Path:
+    """The manifest ``lenszoo release`` updates: ``TO/weights_manifest.json``, else
+    ``$LENSZOO_MANIFEST``, else the source checkout's own (never an installed package's files)."""
+    if to is not None:
+        folder = Path(to)
+        if folder.exists() and not folder.is_dir():
+            raise LenszooError(f"--to {folder} is a file; give the folder that holds (or will hold) "
+                               f"{MANIFEST_NAME} and weights/")
+        return folder / MANIFEST_NAME
+    if os.environ.get(MANIFEST_ENV):
+        return Path(os.environ[MANIFEST_ENV])
+    top = source_checkout()
+    if top is None:
+        raise LenszooError("lenszoo runs from an installed package, whose files are not a place for releases; "
+                           "give --to DIR (a folder for weights/ and weights_manifest.json)")
+    return top / MANIFEST_NAME
+
+
 # -- validation ----------------------------------------------------------------
 ENTRY_FIELDS = {
     # field: (types, required)

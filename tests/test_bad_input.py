@@ -24,6 +24,8 @@ from lenszoo.cli import main
 from lenszoo.errors import LenszooError
 from lenszoo.registry import PluginWarning, registry
 
+from .probes import ProbePlugin, registered
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -48,24 +50,10 @@ def snapshot(folder: Path) -> dict:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-class Probe:
-    @lenszoo.hookimpl
-    def register_architectures(self, register):
-        import torch.nn as nn
-
-        def build(task, width=4):
-            out = 3 if task == "classify" else 1
-            return nn.Sequential(nn.Conv2d(1, width, 5, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                 nn.Linear(width, out))
-
-        register("probe", build, width=4)
-
-
 @pytest.fixture
 def probe():
-    registry.register_plugin(Probe(), name="probe-plugin")
-    yield
-    registry.unregister_plugin("probe-plugin")
+    with registered(ProbePlugin("probe"), "probe-plugin"):
+        yield
 
 
 TINY = ["--arch", "probe", "--stream", "--dataset", "A", "--epochs", "1", "--epoch-size", "12", "--batch-size", "6",

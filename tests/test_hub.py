@@ -18,29 +18,16 @@ from lenszoo.registry import registry
 from lenszoo.weights import read_manifest, release, validate_manifest
 
 from .hub_server import HubServer
+from .probes import ProbePlugin, registered
 
 TOKEN = "hf_lenszooTestSecretToken0123456789"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-class HubProbe:
-    @lenszoo.hookimpl
-    def register_architectures(self, register):
-        import torch.nn as nn
-
-        def build(task, width=4):
-            outputs = 3 if task == "classify" else 1
-            return nn.Sequential(nn.Conv2d(1, width, 5, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                                 nn.Flatten(), nn.Linear(width, outputs))
-
-        register("hub_probe", build, description="tiny test net", width=4)
-
-
 @pytest.fixture
 def probe_arch():
-    registry.register_plugin(HubProbe(), name="hub-probe")
-    yield
-    registry.unregister_plugin("hub-probe")
+    with registered(ProbePlugin("hub_probe"), "hub-probe"):
+        yield
 
 
 @pytest.fixture
@@ -81,7 +68,10 @@ def test_publish_download_load_gives_identical_outputs(hub, probe_arch, tmp_path
     assert torch.equal(outputs(original), outputs(loaded))
     assert loaded.lenszoo_config["arch"] == "hub_probe" and loaded.lenszoo_config["dataset"] == "B"
     assert torch.equal(outputs(lenszoo.load("hf-hub:lenszoo/hub-probe-B@v1")), outputs(original))
-    card = hub.state.repos["lenszoo/hub-probe-B"].commits[result.commit_sha]["README.md"].decode()
+    repo = hub.state.repos["lenszoo/hub-probe-B"]
+    card = repo.commits[repo.resolve("main")]["README.md"].decode()
+    assert f'lenszoo.load("hf-hub:lenszoo/hub-probe-B@{result.commit_sha}")' in card  # pinned to the weights
+    assert "pip install `lenszoo==" in card
     front_matter = card.split("---")[1]
     assert "library_name: lenszoo" in front_matter and "model-index" in front_matter
     assert "license: mit" in front_matter and "accuracy" in front_matter
@@ -110,6 +100,46 @@ def test_a_corrupted_cache_file_is_detected_and_fetched_again(hub, probe_arch, t
     loaded = lenszoo.load(f"hf-hub:lenszoo/corrupt@{sha}")
     assert torch.equal(outputs(loaded), outputs(original))
     assert len(downloads(hub)) > before  # fetched again
+
+
+def test_a_published_run_card_has_its_test_metrics_and_the_plugin_package(hub, tmp_path, fake_distribution,
+                                                                          use_plugins):
+    """A model card names what to install (lenszoo and the architecture's plugin package, with
+    versions) and shows the test metrics `lenszoo evaluate` wrote for these weights."""
+    from lenszoo.train import TrainConfig, train
+
+    source = """
+import lenszoo
+
+
+def build(task, width=4):
+    import torch.nn as nn
+
+    return nn.Sequential(nn.Conv2d(1, width, 5, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(width, 3 if task == "classify" else 1))
+
+
+@lenszoo.hookimpl
+def register_architectures(register):
+    register("card_probe", build, model_args={"width": 4})
+"""
+    fake_distribution("lenszoo-cardprobe", {"card_probe": "lenszoo_cardprobe"}, {"lenszoo_cardprobe.py": source},
+                      version="3.1.4")
+    use_plugins("lenszoo-cardprobe")
+    run = tmp_path / "run"
+    train(TrainConfig(arch="card_probe", stream=True, dataset="A", epochs=1, epoch_size=6, batch_size=6, val_size=6,
+                      out=str(run), quiet=True))
+    from lenszoo.evaluate import run_evaluation
+
+    run_evaluation(str(run), n_per_class=2, device="cpu", log=lambda m: None)
+    result = CliRunner().invoke(main, ["publish", str(run), "--repo-id", "lenszoo/card-probe"])
+    assert result.exit_code == 0, result.output
+    repo = hub.state.repos["lenszoo/card-probe"]
+    card = repo.commits[repo.resolve("main")]["README.md"].decode()
+    assert "`lenszoo-cardprobe==3.1.4`" in card and "plugin `card_probe`" in card
+    assert "| test | accuracy |" in card
+    config = json.loads(repo.commits[repo.resolve("main")]["config.json"])
+    assert config["training_data"]["generator"]["config"]["instrument"]  # streamed data: the generator's config
 
 
 def test_a_corrupted_cached_config_is_fetched_again(hub, probe_arch, tmp_path):

@@ -1,31 +1,33 @@
 """``c8_steerable``: the steerable-CNN family (``lenszoo.archs.steerable``) on the rotation group C8.
 
 A thin entry point, as timm's are: it picks the group and the registered default layout;
-everything else lives in the family module. Names that plugins imported from here
-(``build_steerable_cnn``, ``SteerableCNN``, ``DEFAULT_LAYOUT``, the layers) are re-exported.
+everything else lives in the family module, imported (with torch and escnn) only when a model
+is built, so listing architectures stays cheap. Names that plugins imported from here
+(``build_steerable_cnn``, ``SteerableCNN``, the layers) are re-exported lazily.
 """
 
 from __future__ import annotations
 
 from ..hookspecs import hookimpl
-from .steerable import (  # noqa: F401 - re-exported: this module was the family's home before 0.2
-    DEFAULT_LAYOUT,
-    READOUTS,
-    BlurPool2d,
-    ExportedSteerableCNN,
-    FieldBatchNorm,
-    GroupMaxPool,
-    SpatialReadout,
-    SteerableCNN,
-    _use_deterministic_escnn_svd,
-    build_steerable_cnn,
-    group_size,
-    parse_group,
-    plan_layout,
-)
+from .options import lazy_attributes
+
+# c8_steerable's registered defaults (they become ``model_args`` in checkpoints); the family's
+# builder fills missing keys from them too.
+DEFAULT_LAYOUT = {
+    "widths": (4, 8, 16, 24),
+    "kernel_sizes": (8, 3, 3, 3),
+    "strides": (2, 1, 1, 1),
+    "pool": (False, True, True, False),
+    "head_width": 64,
+    "dropout": 0.0,
+    "global_fields": 16,
+    "readout": "mean",
+}
 
 
-def build_c8_steerable(task="classify", **layout) -> SteerableCNN:
+def build_c8_steerable(task="classify", **layout):
+    from .steerable import build_steerable_cnn
+
     return build_steerable_cnn(task, group="C8", **layout)
 
 
@@ -38,5 +40,9 @@ def register_architectures(register):
         description="escnn C8 steerable CNN, regular fields, exactly invariant to 90-degree rotations; "
                     "built for fast CPU training",
         paper="Weiler & Cesa 2019, arXiv:1911.08251",
-        **{key: list(value) if isinstance(value, tuple) else value for key, value in DEFAULT_LAYOUT.items()},
+        model_args={key: list(value) if isinstance(value, tuple) else value for key, value in DEFAULT_LAYOUT.items()},
+        parameters={"classify": 104_431, "regress": 104_301},  # at the default model_args; a test checks them
     )
+
+
+__getattr__ = lazy_attributes(".steerable", __package__)  # the family's names, imported on first use

@@ -14,43 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import LenszooError
-
-
-def check_options(arch: str, options: dict, defaults: dict) -> dict:
-    """``defaults`` updated with ``options``; an unknown option name is a user error."""
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise LenszooError(
-            f"{arch} has no option {', '.join(map(repr, unknown))}; "
-            f"use one of: {', '.join(sorted(defaults))} (see `lenszoo info {arch}`)"
-        )
-    return {**defaults, **options}
-
-
-def positive_int(arch: str, name: str, value) -> int:
-    """``value`` if it is a positive int, else a one-line error naming the option."""
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise LenszooError(f"{arch} option {name}={value!r} is invalid; give a positive integer")
-    return value
-
-
-def positive_ints(arch: str, name: str, value, length: int | None = None) -> tuple[int, ...]:
-    """``value`` as a non-empty tuple of positive ints, or a one-line error naming the option."""
-    items = (value,) if isinstance(value, int) else value
-    try:
-        items = tuple(items)
-    except TypeError:
-        items = None
-    ok = (
-        items is not None
-        and len(items) > 0
-        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items)
-        and (length is None or len(items) == length)
-    )
-    if not ok:
-        count = f"{length} " if length is not None else "a list of "
-        raise LenszooError(f"{arch} option {name}={value!r} is invalid; give {count}positive integers")
-    return items
+from .options import check_options, positive_int, positive_ints  # noqa: F401 - their old home
 
 
 def check_image_batch(x, arch: str, multiple_of: int = 1) -> None:

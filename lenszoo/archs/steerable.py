@@ -75,17 +75,7 @@ from .steerable_layers import (  # noqa: F401 - the layers are part of the famil
     _head,
     plan_layout,
 )
-# c8_steerable's registered defaults (they become ``model_args`` in checkpoints).
-DEFAULT_LAYOUT = {
-    "widths": (4, 8, 16, 24),
-    "kernel_sizes": (8, 3, 3, 3),
-    "strides": (2, 1, 1, 1),
-    "pool": (False, True, True, False),
-    "head_width": 64,
-    "dropout": 0.0,
-    "global_fields": 16,
-    "readout": "mean",
-}
+from .c8_steerable import DEFAULT_LAYOUT  # noqa: E402 - the C8 variant's layout is the family's default
 
 
 # --------------------------------------------------------------------------- groups

@@ -32,7 +32,7 @@ def publish_command(path, repo_id, tag, private, update_manifest):
                 (entry["sha256"], entry["config_sha256"]):
             raise LenszooError(f"{folder} is not the released {entry['folder']} (weights or config.json differ from "
                                f"the manifest); publish the released folder: lenszoo publish {entry['folder']} ...")
-    result = publish(folder, repo_id, tag=tag, private=private)
+    result = publish(folder, repo_id, tag=tag, private=private, run_dir=path)
     click.echo(f"published {result.url}")
     click.echo(f"commit    {result.commit_sha}")
     if result.tag:
@@ -60,15 +60,19 @@ def download_command(name, task, dataset):
 
 @click.command("release")
 @click.argument("path", type=click.Path())
-def release_command(path):
+@click.option("--to", "to", type=click.Path(),
+              help="Folder whose weights/ and weights_manifest.json to update [default: $LENSZOO_MANIFEST's, else "
+                   "this source checkout's; required when lenszoo is installed as a package].")
+def release_command(path, to):
     """Copy a run's best checkpoint into weights/ and record it in weights_manifest.json.
 
     Test metrics from `lenszoo evaluate` of the same weights (RUN/eval/*) are recorded too."""
     from ..hub import resolve_checkpoint_folder
-    from ..weights import manifest_path, release
+    from ..weights import release, release_manifest
 
-    entry = release(resolve_checkpoint_folder(path), run_dir=path)
-    click.echo(f"released {entry['file']} (sha256 {entry['sha256'][:12]}, {entry['size']:,} bytes) in {manifest_path()}")
+    manifest = release_manifest(to)
+    entry = release(resolve_checkpoint_folder(path), run_dir=path, manifest=manifest)
+    click.echo(f"released {entry['file']} (sha256 {entry['sha256'][:12]}, {entry['size']:,} bytes) in {manifest}")
 
 
 @hookimpl

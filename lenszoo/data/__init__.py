@@ -11,7 +11,7 @@ renders an image; torch loads when a PyTorch dataset class is first used.
 from ..tasks import CLASS_NAMES
 from .deeplense import DeepLenseFolder, import_deeplense, read_deeplense_file
 from .generate import simulate_dataset
-from .lensing import SPLITS, LensingSimulator, default_config
+from .lensing import SPLITS, LensingSimulator, default_config, variant
 from .normalization import NORMALIZATION, normalize, normalizer_from_config
 from .storage import META_DTYPE, read_manifest, verify_dataset
 
@@ -38,6 +38,7 @@ __all__ = [
     "StoredDataset",
     "StreamingDataset",
     "default_config",
+    "variant",
     "import_deeplense",
     "normalize",
     "normalizer_from_config",

@@ -15,7 +15,8 @@ import time
 import numpy as np
 
 from .. import __version__
-from ..errors import LenszooError, UnknownNameError
+from ..errors import LenszooError
+from .interface import check_generator, check_split, generator_image_shape, generator_info
 from .normalization import NORMALIZATION
 from .storage import FORMAT, FORMAT_VERSION, DatasetWriter, meta_records, parse_shard_spec, shards_of_job
 
@@ -45,24 +46,20 @@ def resolve_generator(dataset, **overrides):
     if isinstance(dataset, str):
         from ..registry import get_dataset
 
-        return get_dataset(dataset, **overrides)
+        return check_generator(get_dataset(dataset, **overrides))
     if overrides:
         raise LenszooError("config overrides need a dataset name, not a generator object")
-    return dataset
+    return check_generator(dataset)
 
 
 def dataset_identity(generator, split: str, n_per_class: int, seed: int, noise: bool, shard_size: int) -> dict:
     """Everything that decides a simulated directory's bytes (compared on resume)."""
     class_names = list(generator.class_names)
-    height, width = getattr(generator, "image_shape", (64, 64))
+    height, width = generator_image_shape(generator)
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "generator": {
-            "name": getattr(generator, "generator_name", f"{type(generator).__module__}.{type(generator).__qualname__}"),
-            "version": getattr(generator, "version", None),
-            "lenstronomy_version": _package_version("lenstronomy"),
-        },
+        "generator": {**generator_info(generator), "lenstronomy_version": _package_version("lenstronomy")},
         "dataset": generator.name,
         "split": split,
         "seed": seed,
@@ -132,7 +129,7 @@ def _init_worker(generator):
 
 
 def _simulate_range(generator, split, start, stop, seed, noise):
-    height, width = getattr(generator, "image_shape", (64, 64))
+    height, width = generator_image_shape(generator)
     images = np.empty((stop - start, 1, height, width), dtype=np.float32)
     metas = []
     for offset, index in enumerate(range(start, stop)):
@@ -165,9 +162,7 @@ def simulate_dataset(dataset, split: str, n_per_class: int, out, *, seed: int = 
     a summary dict; ``summary["manifest"]`` is set once the dataset is complete.
     """
     generator = resolve_generator(dataset, **(overrides or {}))
-    splits = tuple(getattr(generator, "splits", ()))
-    if splits and split not in splits:
-        raise UnknownNameError("split", split, splits)
+    check_split(generator, split)
     n_per_class = _positive_int(n_per_class, "--n-per-class")
     workers = _positive_int(workers, "--workers")
     shard_size = _positive_int(shard_size, "--shard-size")

@@ -10,6 +10,8 @@ lenstronomy release is installed. ``docs/datasets.md`` lists each choice and
 each difference from the seed's code.
 """
 
+# One module (~420 lines) on purpose: a simulator's config, parameter draws and rendering change
+# together, or stored datasets and streams would silently disagree.
 from __future__ import annotations
 
 import copy
@@ -373,6 +375,35 @@ class LensingSimulator:
         """Re-create an image from the ``seed`` and ``class_name`` in its metadata."""
         realization = self.draw_from_seed(_check_index(image_seed, "image seed"), class_name)
         return self.render(realization, noise=noise), realization.metadata()
+
+
+def variant(base: str, name: str, *, description: str = "", **overrides):
+    """A factory for a named variant of dataset ``base`` (``"A"`` or ``"B"``), to register from a plugin:
+
+        @lenszoo.hookimpl
+        def register_datasets(register):
+            register("A-heavy", lenszoo.data.variant("A", "A-heavy", cdm={"n_subhalos": 50}),
+                     description="A with 50 subhalos")
+
+    ``overrides`` merge into ``base``'s config (``lenszoo info A`` and the manifests show its
+    keys). The variant's images depend on its name (as A's differ from B's), so two variants never
+    share noise or sources; the factory's own keyword overrides merge on top.
+    """
+    from ..names import check_name
+
+    if base not in DESCRIPTIONS:
+        raise LenszooError(f"unknown base dataset {base!r} for a variant; use one of: {', '.join(DESCRIPTIONS)}")
+    check_name("dataset", name)
+    config = _merge(default_config(base), overrides)
+    _check_config(config)
+    text = description or f"variant of {base}: {DESCRIPTIONS[base]}"
+
+    def factory(**more):
+        return LensingSimulator(name, _merge(config, more), text)
+
+    factory.__name__ = f"dataset_{name.replace('-', '_')}"
+    factory.__doc__ = f"Generator of dataset {name} ({text}). Keyword overrides merge into its config."
+    return factory
 
 
 def make_factory(name: str):

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from ..errors import LenszooError, UnknownNameError
+from ..errors import LenszooError
 from ..tasks import check_task
 from .deeplense import DeepLenseFolder
 from .generate import resolve_generator
+from .interface import check_split, generator_info
 from .normalization import NORMALIZATION, normalizer_from_config
 from .storage import read_manifest
 
@@ -139,9 +140,7 @@ class StreamingDataset(IterableDataset):
                  noise: bool = True, rank: int = 0, world_size: int = 1, normalized: bool = True):
         self.task = check_task(task)
         self.generator = resolve_generator(dataset)
-        splits = tuple(getattr(self.generator, "splits", ()))
-        if splits and split not in splits:
-            raise UnknownNameError("split", split, splits)
+        check_split(self.generator, split)
         for value, what in ((epoch_size, "epoch_size"), (world_size, "world_size")):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 raise LenszooError(f"{what} must be a whole number > 0; got {value!r}")
@@ -165,8 +164,7 @@ class StreamingDataset(IterableDataset):
         self.manifest = {
             "dataset": self.dataset_name, "split": split, "seed": self.seed, "noise": self.noise,
             "config": self.generator.config, "class_names": list(self.class_names),
-            "generator": {"name": getattr(self.generator, "generator_name", type(self.generator).__name__),
-                          "version": getattr(self.generator, "version", None)},
+            "generator": generator_info(self.generator),
             "normalization": NORMALIZATION, "streaming": True, "epoch_size": self.epoch_size,
         }
 
@@ -179,11 +177,12 @@ class StreamingDataset(IterableDataset):
         return self.epoch_size // self.world_size
 
     def positions(self, epoch: int | None = None, worker: int = 0, num_workers: int = 1) -> range:
-        """Stream positions this rank's ``worker`` yields in ``epoch``."""
+        """Stream positions this rank's ``worker`` yields in ``epoch``: the trainer's rule for ranks
+        (``lenszoo.train.batches.rank_positions``), then every ``num_workers``-th for a worker."""
+        from ..train.batches import rank_positions
+
         epoch = self.epoch if epoch is None else epoch
-        first = epoch * self.epoch_size
-        return range(first + self.rank + self.world_size * worker, first + self.epoch_size,
-                     self.world_size * num_workers)
+        return rank_positions(epoch * self.epoch_size, self.epoch_size, self.rank, self.world_size)[worker::num_workers]
 
     def stream_index(self, position: int) -> tuple[int, str | None]:
         """(generator index, forced class) of stream ``position``."""

@@ -82,8 +82,11 @@ def prepare_data(config: TrainConfig, rank=0, world_size=1, log=print) -> Traini
     if config.stream:
         fetch = stream_fetch(config.dataset, "train", config.task, config.seed)
         n_items, shuffle, dataset_name, train_targets = None, False, config.dataset, None
+        from ..data.interface import generator_record
+        from ..registry import get_dataset
+
         description = {"source": "stream", "dataset": dataset_name, "epoch_size": config.epoch_size,
-                       "stream_seed": config.seed}
+                       "stream_seed": config.seed, "generator": generator_record(get_dataset(config.dataset))}
     else:
         stored = open_stored(config.data, config.task, verify=config.verify)
         dataset_name = stored.dataset_name
@@ -91,7 +94,10 @@ def prepare_data(config: TrainConfig, rank=0, world_size=1, log=print) -> Traini
             raise LenszooError(f"{config.data} holds dataset {dataset_name!r} but --dataset is {config.dataset!r}; "
                                f"drop --dataset or point --data at a dataset-{config.dataset} directory")
         fetch, shuffle, n_items = stored.__getitem__, True, len(stored)
-        description = {"source": "stored", "path": str(Path(config.data).resolve()), "dataset": dataset_name}
+        description = {"source": "stored", "path": str(Path(config.data).resolve()), "dataset": dataset_name,
+                       "generator": {"dataset": dataset_name, "generator": stored.manifest.get("generator"),
+                                     "config": stored.manifest.get("config"), "split": stored.split,
+                                     "seed": stored.manifest.get("seed")}}
         train_targets = np.asarray(stored.targets)
     val_seed = 0  # one validation set for every training seed, so runs compare
     if config.val_data:

@@ -7,7 +7,7 @@ and every dropout mask derive from ``(seed, epoch, step, rank)``, so a run stopp
 
     train()       checks, then joins the process group      (config -> Run)
     setup()       model, data, optimizer; the run directory  (everything checked before it is written)
-    fit()         epochs of train_step(), then end_epoch()   (saves, budget, signals)
+    fit()         epochs of train_step(), then end_epoch()   (saves, budget, signals; epoch.py)
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from typing import Any
 
 from ..errors import LenszooError
 from ..files import claim_output
-from ..metrics import batch_stats, compute_loss, predict, selection_key, validation_metrics
+from ..metrics import batch_stats, compute_loss
 from ..rundir import (
-    CURVE_FILE,
     RUN_FILE,
     clean_leftovers,
     config_for_resume,
@@ -31,7 +30,6 @@ from ..rundir import (
     load_state,
     read_run,
     save_state,
-    write_metrics,
     write_run_file,
 )
 from ..runtime import DistContext, autocast, available_cores, hardware_name, init_distributed
@@ -39,13 +37,10 @@ from .augment import INIT, BatchAugment, derive_seed, seed_step
 from .batches import BatchPlan, iterate_batches
 from .config import TrainConfig, lr_factor
 from .data import TrainingData, open_stored, prepare_data
-from .progress import budget_fit_note, format_metrics, plot_learning_curve, progress_bar, update_bar
+from .epoch import end_epoch, reduce_sums, zero_sums
+from .progress import budget_fit_note, progress_bar, report_end, summary, update_bar
 
 CONTINUE, SAVE, STOP = 0, 1, 2
-
-
-def zero_sums() -> dict:
-    return {"loss": 0.0, "n": 0, "correct": 0, "abs_err": 0.0}
 
 
 @dataclass
@@ -346,119 +341,6 @@ def save(run: Run):
     # elapsed_s counts earlier invocations only; this one is counted from run.started
     progress.elapsed_s = saved_elapsed
     run.last_save = time.monotonic()
-
-
-def reduce_sums(ctx: DistContext, sums: dict, device):
-    """Fold every rank's epoch sums into rank 0's (the one that is saved); others restart from zero."""
-    if not ctx.enabled:
-        return
-    import torch
-
-    keys = sorted(sums)
-    t = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=device)
-    ctx.all_reduce_sum(t)
-    for key, value in zip(keys, t.tolist()):
-        total = value if ctx.is_main else 0
-        sums[key] = int(round(total)) if key in ("n", "correct") else float(total)
-
-
-def end_epoch(run: Run, seconds: float, images: int):
-    """Training and validation metrics of the epoch, best/ and last/, metrics.jsonl and the curve."""
-    import torch
-
-    config, ctx, data, progress = run.config, run.ctx, run.data, run.progress
-    reduce_sums(ctx, progress.sums, run.device)
-    totals = progress.sums
-    if ctx.enabled:  # after the fold, rank 0 holds the totals: share them
-        keys = sorted(totals)
-        t = torch.tensor([float(totals[k]) for k in keys], dtype=torch.float64, device=run.device)
-        ctx.all_reduce_sum(t)
-        totals = {k: v for k, v in zip(keys, t.tolist())}
-    n = max(totals["n"], 1)
-    train_metrics = {"loss": totals["loss"] / n}
-    if config.task == "classify":
-        train_metrics["accuracy"] = totals["correct"] / n
-    else:
-        train_metrics["mae"] = totals["abs_err"] / n
-    val = validate(run)
-
-    epoch = progress.epoch
-    key = selection_key(config.task, val)
-    is_best = progress.best is None or key > tuple(progress.best["key"])
-    run.compute["train_minutes"] = round(run.elapsed() / 60, 2)
-    row = {"epoch": epoch + 1, "images_seen": progress.images_seen, "train": train_metrics, "val": val,
-           "lr": config.lr * lr_factor(config.schedule, progress.global_step - 1, run.total_steps),
-           "is_best": is_best, "seconds": round(seconds, 3), "images_per_s": round(images / max(seconds, 1e-9), 1),
-           "train_minutes": run.compute["train_minutes"]}  # wall clock since the run began, resumes included
-    progress.history.append(row)
-    if is_best:
-        progress.best = {"epoch": epoch + 1, "key": list(key), "val": val, "images_seen": progress.images_seen}
-    progress.epoch += 1
-    progress.step = 0
-    progress.sums = zero_sums()
-    if ctx.is_main:
-        write_epoch_outputs(run, row, is_best)
-
-
-def validate(run: Run) -> dict:
-    """Validation metrics: each rank predicts its shard; a sum over ranks assembles the full set."""
-    import torch
-
-    ctx, data = run.ctx, run.data
-    shard_out = predict(run.model, data.val_images, run.device)
-    full_out = torch.zeros((data.n_val, shard_out.shape[1]), dtype=torch.float64)
-    full_y = torch.zeros(data.n_val, dtype=torch.float64)
-    full_out[data.val_positions] = shard_out.double()
-    full_y[data.val_positions] = data.val_targets.double()
-    if ctx.enabled:
-        full_out, full_y = full_out.to(run.device), full_y.to(run.device)
-        ctx.all_reduce_sum(full_out)
-        ctx.all_reduce_sum(full_y)
-        full_out, full_y = full_out.cpu(), full_y.cpu()
-    targets = full_y.long() if run.config.task == "classify" else full_y.float()
-    return validation_metrics(run.config.task, full_out.float(), targets)
-
-
-def write_epoch_outputs(run: Run, row: dict, is_best: bool):
-    """Rank 0's files after an epoch: best/ (if it is), last/, metrics.jsonl, learning_curve.png."""
-    from ..checkpoint import save_checkpoint
-
-    config = run.config
-    extra = {"compute": dict(run.compute), "epoch": row["epoch"], "training_data": run.data.description,
-             "selected_on": "val accuracy, then val loss" if config.task == "classify" else "val mse"}
-    kwargs = {**run.checkpoint_kwargs, "images_seen": row["images_seen"],
-              "metrics": {"val": row["val"], "train": row["train"]}, "extra": extra}
-    if is_best:  # best/ and last/ belong to the run directory, which the trainer owns
-        save_checkpoint(run.run_dir / "best", run.model, claim=False, **kwargs)
-    save_checkpoint(run.run_dir / "last", run.model, claim=False, **kwargs)
-    write_metrics(run.run_dir, run.progress.history)
-    try:
-        plot_learning_curve(run.run_dir / CURVE_FILE, run.progress.history, config.task)
-    except Exception as exc:  # noqa: BLE001 - a plot must never cost a training run
-        run.info(f"warning: learning curve not drawn ({type(exc).__name__}: {exc})")
-    run.info(f"epoch {row['epoch']}/{config.epochs}: train {format_metrics(row['train'])} | "
-             f"val {format_metrics(row['val'])}{' (best)' if is_best else ''} | {row['images_per_s']:.0f} img/s")
-
-
-def report_end(run: Run, status: str, signal_name: str | None):
-    progress, config = run.progress, run.config
-    if status == "finished":
-        best = progress.best
-        run.log(f"finished: best epoch {best['epoch']} (val {format_metrics(best['val'])}); "
-                f"checkpoints in {run.run_dir / 'best'} and {run.run_dir / 'last'}")
-        return
-    reason = f"stopped by {signal_name}" if status == "interrupted" else \
-        f"time budget of {config.max_minutes:g} min spent"
-    where = (f"after epoch {progress.epoch}" if progress.step == 0 else
-             f"in epoch {progress.epoch + 1} after {progress.step} of {run.plan.steps_per_epoch} steps")
-    run.log(f"{reason} {where} ({progress.images_seen:,} images seen, state saved); "
-            f"continue with: lenszoo train --resume --out {run.run_dir}")
-
-
-def summary(run_dir, config, progress: Progress, status, rank=0) -> dict:
-    return {"status": status, "run_dir": str(run_dir), "rank": rank, "epochs_done": progress.epoch,
-            "epochs": config.epochs, "images_seen": progress.images_seen, "best": progress.best,
-            "history": progress.history}
 
 
 class StopSignals:

@@ -6,7 +6,12 @@ import os
 import sys
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from .config import TrainConfig
+
+if TYPE_CHECKING:
+    from .loop import Progress, Run
 
 
 def format_metrics(metrics: dict) -> str:
@@ -78,3 +83,24 @@ def plot_learning_curve(path: Path, history: list[dict], task: str):
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def report_end(run: "Run", status: str, signal_name: str | None):
+    progress, config = run.progress, run.config
+    if status == "finished":
+        best = progress.best
+        run.log(f"finished: best epoch {best['epoch']} (val {format_metrics(best['val'])}); "
+                f"checkpoints in {run.run_dir / 'best'} and {run.run_dir / 'last'}")
+        return
+    reason = f"stopped by {signal_name}" if status == "interrupted" else \
+        f"time budget of {config.max_minutes:g} min spent"
+    where = (f"after epoch {progress.epoch}" if progress.step == 0 else
+             f"in epoch {progress.epoch + 1} after {progress.step} of {run.plan.steps_per_epoch} steps")
+    run.log(f"{reason} {where} ({progress.images_seen:,} images seen, state saved); "
+            f"continue with: lenszoo train --resume --out {run.run_dir}")
+
+
+def summary(run_dir, config, progress: "Progress", status, rank=0) -> dict:
+    return {"status": status, "run_dir": str(run_dir), "rank": rank, "epochs_done": progress.epoch,
+            "epochs": config.epochs, "images_seen": progress.images_seen, "best": progress.best,
+            "history": progress.history}

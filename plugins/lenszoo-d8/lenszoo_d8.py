@@ -14,7 +14,6 @@ this module uses only lenszoo's public API.
 """
 
 from lenszoo import hookimpl
-from lenszoo.archs.steerable import build_steerable_cnn
 
 __version__ = "0.1.0"
 
@@ -33,6 +32,8 @@ D8_LAYOUT = {
 
 def build_d8_steerable(task="classify", **layout):
     """A D8 steerable CNN for ``task``; ``layout`` overrides ``D8_LAYOUT`` (see ``build_steerable_cnn``)."""
+    from lenszoo.archs.steerable import build_steerable_cnn  # here: torch and escnn load only to build
+
     return build_steerable_cnn(task, group="D8", **{**D8_LAYOUT, **layout})
 
 
@@ -45,5 +46,6 @@ def register_architectures(register):
         description="escnn D8 steerable CNN (rotations and reflections), exactly invariant to 90-degree "
                     "rotations and to flips; external plugin",
         paper="Weiler & Cesa 2019, arXiv:1911.08251",
-        **{key: list(value) if isinstance(value, tuple) else value for key, value in D8_LAYOUT.items()},
+        model_args={key: list(value) if isinstance(value, tuple) else value for key, value in D8_LAYOUT.items()},
+        parameters={"classify": 30_961, "regress": 30_831},  # at the default model_args; a test checks them
     )
