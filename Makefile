@@ -8,7 +8,7 @@ PLUGIN_PROJECTS := $(wildcard plugins/*/pyproject.toml)
 .PHONY: run test setup system-deps clean
 
 run: setup
-	$(VENV)/bin/lenszoo demo
+	$(VENV)/bin/lenszoo demo --figure out/demo.png
 
 test: setup
 	$(PY) -m pytest -q

@@ -224,6 +224,19 @@ def plot_scatter(path, predictions, targets, metrics, title):
 
 
 # -- the command -----------------------------------------------------------------------------------
+def run_history(model_info) -> list | None:
+    """The per-epoch rows of the run a model came from (metrics.jsonl), for learning curves."""
+    if model_info.get("kind") != "run":
+        return None
+    from .rundir import METRICS_FILE
+
+    try:
+        lines = (Path(model_info["path"]) / METRICS_FILE).read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError):
+        return None
+
+
 def default_out(model_info, config, dataset, split, rotations) -> Path:
     suffix = f"{dataset}-{split}" + ("-rotations" if rotations else "")
     if model_info["kind"] == "run":
@@ -271,7 +284,9 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
                                                       "recipe": config.get("recipe"),
                                                       "model_args": config.get("model_args"),
                                                       "parameters": sum(p.numel() for p in model.parameters()),
-                                                      "weights_sha256": config.get("weights_sha256")},
+                                                      "weights_sha256": config.get("weights_sha256"),
+                                                      "compute": config.get("compute"),
+                                                      "history": run_history(model_info)},
         "data": data_info, "metrics": results["metrics"], "rotations": results.get("rotations"),
         "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

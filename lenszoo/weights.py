@@ -216,23 +216,43 @@ def prefetch(arch: str, task: str, dataset: str) -> Path:
 
 # -- releasing -----------------------------------------------------------------
 def evaluated_test_metrics(run_or_folder, config: dict) -> dict | None:
-    """Scalar test-split metrics from ``lenszoo evaluate`` results of exactly these weights, if any."""
+    """Scalar test-split metrics from ``lenszoo evaluate`` results of exactly these weights (the
+    evaluation on the most images), if any."""
     candidates = sorted(Path(run_or_folder).glob("eval/*/results.json")) + \
         sorted(Path(run_or_folder).parent.glob("eval/*/results.json"))
+    best = None
     for path in candidates:
         try:
             results = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        same_weights = results.get("model", {}).get("weights_sha256") == config.get("weights_sha256")
+        if not isinstance(results, dict) or not isinstance(results.get("metrics"), dict):
+            continue
+        same_weights = (results.get("model") or {}).get("weights_sha256") == config.get("weights_sha256")
         if same_weights and results.get("split") == "test" and results.get("dataset") == config.get("dataset"):
-            metrics = {k: v for k, v in results["metrics"].items()
-                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            return metrics
-    return None
+            n = results["metrics"].get("n") or 0
+            if best is None or n > best[0]:
+                best = (n, results["metrics"])
+    if best is None:
+        return None
+    return {k: v for k, v in best[1].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def release(checkpoint_folder, *, manifest: Path | None = None, run_dir=None) -> dict:
+def half_precision_copy(source: Path, target: Path) -> None:
+    """``source`` safetensors with every float32 tensor stored as float16 (integers untouched):
+    half the bytes; loading casts back to the model's float32."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(source))
+    save_file({k: v.half() if v.dtype == torch.float32 else v for k, v in state.items()}, str(target),
+              metadata={"format": "pt"})
+    from .files import honour_umask
+
+    honour_umask(target)
+
+
+def release(checkpoint_folder, *, manifest: Path | None = None, run_dir=None, fp16: bool = False) -> dict:
     """Copy a checkpoint folder to ``weights/ARCH-TASK-DATASET/`` and record it in the manifest.
 
     Test-split metrics that ``lenszoo evaluate`` wrote for these exact weights (under the run
@@ -254,16 +274,39 @@ def release(checkpoint_folder, *, manifest: Path | None = None, run_dir=None) ->
         raise LenszooError(f"{where}: task {config['task']!r} is not one of {', '.join(TASKS)}")
     load_checkpoint(source)  # the weights load, and match their sha256
     data = read_manifest(manifest) if manifest.is_file() else {"schema_version": SCHEMA_VERSION, "weights": []}
+    import tempfile
+
+    staging = Path(tempfile.mkdtemp(prefix=".lenszoo-release-", dir=manifest.parent if manifest.parent.is_dir()
+                                    else None))
+    try:
+        return _release(source, config, data, manifest, run_dir, fp16, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _release(source, config, data, manifest, run_dir, fp16, staging) -> dict:
+    weights = source / WEIGHTS_NAME
+    if fp16:  # stored in half precision: the test metrics must be those of these very weights
+        half_precision_copy(weights, staging / WEIGHTS_NAME)
+        weights = staging / WEIGHTS_NAME
+        config["weights_sha256"] = sha256_file(weights)
+        config["weights_dtype"] = "float16"
+    history = (Path(run_dir) / "metrics.jsonl") if run_dir else None
+    if history is not None and history.is_file():  # the learning curve travels with the weights
+        config["history"] = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
+    metrics = dict(config.get("metrics") or {})
+    metrics.pop("test", None)  # only test metrics of exactly these weights are recorded
     test = evaluated_test_metrics(run_dir or source, config)
     if test:
-        config["metrics"] = {**(config.get("metrics") or {}), "test": test}
+        metrics["test"] = test
+    config["metrics"] = metrics
     rel = f"weights/{config['arch']}-{config['task']}-{config['dataset']}"
     target = manifest.parent / rel
     claim_output(target, what="lenszoo checkpoint folder", is_ours=is_checkpoint_folder, option="release target")
     from .files import atomic_folder
 
     with atomic_folder(target) as tmp:
-        shutil.copy2(source / WEIGHTS_NAME, tmp / WEIGHTS_NAME)
+        shutil.copy2(weights, tmp / WEIGHTS_NAME)
         atomic_write_json(tmp / CONFIG_NAME, config)
         write_model_card(tmp)
     entry = {

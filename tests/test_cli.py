@@ -2,6 +2,8 @@
 
 import subprocess
 import sys
+from pathlib import Path
+
 
 import pytest
 from click.testing import CliRunner
@@ -85,15 +87,30 @@ def test_unknown_command_is_a_usage_error(run):
     assert result.exit_code == 2 and "No such command" in result.output
 
 
-def test_demo_builds_every_registered_model(run):
-    registry.register_plugin(_ClassifyOnly(), name="probe")
-    try:
-        result = run("demo", "--batch-size", "2")
-    finally:
-        registry.unregister_plugin("probe")
-    assert result.exit_code == 0
-    assert "probe_net" in result.output and "(2, 3)" in result.output
-    assert "resnet50" in result.output and "(2, 1)" in result.output
+def test_demo_scores_released_models_on_fresh_lenses_and_draws_them(run, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    repo = Path(__file__).resolve().parents[1]
+    manifest = json.loads((repo / "weights_manifest.json").read_text())
+    keep = [e for e in manifest["weights"] if e["arch"] == "c8_steerable" and e["dataset"] == "B"][:2]
+    for entry in keep:
+        shutil.copytree(repo / entry["folder"], tmp_path / entry["folder"])
+    (tmp_path / "weights_manifest.json").write_text(json.dumps({**manifest, "weights": keep}))
+    monkeypatch.setenv("LENSZOO_MANIFEST", str(tmp_path / "weights_manifest.json"))
+    figure = tmp_path / "out" / "demo.png"
+    result = run("demo", "--n-per-class", "3", "--figure", figure)
+    assert result.exit_code == 0, result.output
+    for entry in keep:
+        assert f"c8_steerable  {entry['task']}" in result.output
+    assert "of 9" in result.output  # 3 fresh lenses per class
+    from lenszoo.demo import is_demo_figure
+
+    assert is_demo_figure(figure)
+    assert run("demo", "--n-per-class", "1", "--figure", figure).exit_code == 0  # its own figure: replaced
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"\x89PNG\r\n\x1a\nmine")
+    assert run("demo", "--figure", mine).exit_code != 0 and mine.read_bytes().endswith(b"mine")
 
 
 def test_console_script_prints_user_errors_without_traceback():

@@ -63,7 +63,9 @@ def download_command(name, task, dataset):
 @click.option("--to", "to", type=click.Path(),
               help="Folder whose weights/ and weights_manifest.json to update [default: $LENSZOO_MANIFEST's, else "
                    "this source checkout's; required when lenszoo is installed as a package].")
-def release_command(path, to):
+@click.option("--fp16", is_flag=True, help="Store the weights in float16 (half the size; loading casts back). "
+              "Evaluate the released folder into RUN/eval/ and release again to record its own test metrics.")
+def release_command(path, to, fp16):
     """Copy a run's best checkpoint into weights/ and record it in weights_manifest.json.
 
     Test metrics from `lenszoo evaluate` of the same weights (RUN/eval/*) are recorded too."""
@@ -71,8 +73,11 @@ def release_command(path, to):
     from ..weights import release, release_manifest
 
     manifest = release_manifest(to)
-    entry = release(resolve_checkpoint_folder(path), run_dir=path, manifest=manifest)
+    entry = release(resolve_checkpoint_folder(path), run_dir=path, manifest=manifest, fp16=fp16)
     click.echo(f"released {entry['file']} (sha256 {entry['sha256'][:12]}, {entry['size']:,} bytes) in {manifest}")
+    if "test" not in entry["metrics"]:
+        click.echo(f"note: no test metrics for exactly these weights under {path}/eval; evaluate "
+                   f"{manifest.parent / entry['folder']} with --out {path}/eval/NAME and release again", err=True)
 
 
 @hookimpl

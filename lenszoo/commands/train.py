@@ -134,15 +134,44 @@ def evaluate_command(model, dataset, split, data_dir, n_per_class, task, rotatio
 @click.argument("results", nargs=-1, required=True)
 @click.option("--paper", type=click.Path(), help="JSON with published numbers to show side by side (see docs/training.md).")
 @click.option("--rotations", is_flag=True, help="Add rotation-robustness columns.")
-@click.option("--out", type=click.Path(), help="Write the Markdown here instead of printing it.")
-def report_command(results, paper, rotations, out):
-    """Markdown tables (the seed paper's Tables 1 and 2) from results.json files or folders holding them."""
+@click.option("--out", type=click.Path(), help="Write the Markdown tables here instead of printing them.")
+@click.option("--page", type=click.Path(), help="Write the whole results page (tables, the seed's claim checked, "
+              "rotations, learning curves, plots) to this Markdown file.")
+@click.option("--figures", type=click.Path(), help="Folder for the page's figures [default: beside --page, "
+              "PAGE-figures/].")
+@click.option("--notes", type=click.Path(), help="Markdown included verbatim at the top of the page.")
+def report_command(results, paper, rotations, out, page, figures, notes):
+    """Markdown tables (the seed paper's Tables 1 and 2) from results.json files or folders holding them,
+    or with --page the whole generated results page."""
+    import shlex
+    import sys
+    from pathlib import Path
+
     from ..files import claim_output, output_file
     from ..report import build_report, is_report_file, load_paper, load_results
 
-    if out:
-        claim_output(out, what="lenszoo report", is_ours=is_report_file, kind="file")
-    text = build_report(load_results(results), load_paper(paper) if paper else None, rotations=rotations)
+    for target in (out, page):
+        if target:
+            claim_output(target, what="lenszoo report", is_ours=is_report_file, kind="file")
+    records = load_results(results)
+    published = load_paper(paper) if paper else None
+    if page:
+        from ..report_page import build_page
+
+        page_path = Path(page)
+        figures_dir = Path(figures) if figures else page_path.with_name(page_path.stem + "-figures")
+        claim_output(figures_dir, what="folder of report figures",
+                     is_ours=lambda path: (path / "learning_curves.png").is_file(), option="--figures")
+        notes_text = Path(notes).read_text(encoding="utf-8") if notes else None
+        command = "lenszoo report " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else \
+            "lenszoo report --page"
+        text = build_page(records, paper=published, figures=figures_dir, page=page_path, notes=notes_text,
+                          command=command)
+        output_file(page, text, what="lenszoo report", is_ours=is_report_file)
+        click.echo(f"results page written to {page} (figures in {figures_dir})", err=True)
+        if not out:
+            return
+    text = build_report(records, published, rotations=rotations)
     if out:
         output_file(out, text, what="lenszoo report", is_ours=is_report_file)
         click.echo(f"report written to {out}", err=True)

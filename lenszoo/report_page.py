@@ -1,0 +1,261 @@
+"""``lenszoo report --page``: the results page, generated from ``lenszoo evaluate`` results.
+
+Everything on the page is computed from results.json files (and the training histories they
+carry), so it regenerates and is never hand-typed: Tables 1 and 2 beside the seed paper's,
+the compute of each checkpoint, regression by log10 m_a bin, the seed's claim checked pair by
+pair, rotation robustness, learning curves, ROC curves and regression scatter plots. Prose
+that interprets the numbers comes from a notes file the page includes verbatim.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+from .errors import LenszooError
+from .report import MARKER, _dig, distinct_weights
+
+EQUIVARIANT = ("c8_steerable", "hnet", "etn")
+BASELINE = "resnet50"
+ORDER = ("resnet50", "c8_steerable", "hnet", "etn")
+
+
+def _key(record):
+    return record["arch"], record["task"], str(record["dataset"])
+
+
+def _arch_order(arch):
+    return (ORDER.index(arch) if arch in ORDER else len(ORDER), arch)
+
+
+def pick(results: list[dict]) -> tuple[dict, dict]:
+    """Per (arch, task, dataset): the main evaluation (test split, most images) and the
+    rotation evaluation (test split, with rotations), one set of weights each."""
+    main, rotations = {}, {}
+    groups = defaultdict(list)
+    for record in results:
+        if record.get("split", "test") == "test":
+            groups[_key(record)].append(record)
+    for key, records in groups.items():
+        records = distinct_weights(records) if len({_dig(r, "model", "weights_sha256") for r in records}) > 1 \
+            else records
+        main[key] = max(records, key=lambda r: (r.get("n") or 0, not r.get("rotations")))
+        with_rotations = [r for r in records if r.get("rotations")]
+        if with_rotations:
+            rotations[key] = max(with_rotations, key=lambda r: r.get("n") or 0)
+    return main, rotations
+
+
+def _fmt(value, spec, default="—"):
+    return default if value is None else format(value, spec)
+
+
+def _percent(value):
+    return _fmt(None if value is None else 100 * value, ".2f") + (" %" if value is not None else "")
+
+
+def _compute(record) -> dict:
+    compute = _dig(record, "model", "compute") or {}
+    recipe = _dig(record, "model", "recipe") or {}
+    return {"images": _dig(record, "model", "images_seen"), "minutes": compute.get("train_minutes"),
+            "hardware": compute.get("hardware"), "precision": recipe.get("precision", "fp32"),
+            "params": _dig(record, "model", "parameters"), "data": recipe.get("data")}
+
+
+def _table(headers, rows) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def classification_table(main, paper_rows) -> str:
+    rows = []
+    for (arch, task, dataset), record in sorted(main.items(), key=lambda kv: (kv[0][2], _arch_order(kv[0][0]))):
+        if task != "classify":
+            continue
+        m, c = record["metrics"], _compute(record)
+        published = paper_rows.get(("classify", arch, dataset), {}).get("accuracy")
+        delta = None if published is None or m.get("accuracy") is None else 100 * (m["accuracy"] - published)
+        rows.append([dataset, f"`{arch}`", _percent(m.get("accuracy")), _fmt(m.get("auc"), ".4f"),
+                     _percent(published), _fmt(delta, "+.2f"), m.get("n"), _fmt(c["images"], ","),
+                     _fmt(c["minutes"], ".1f"), c["precision"], _fmt(c["params"], ",")])
+    return _table(["dataset", "architecture", "accuracy", "AUC", "seed paper", "Δ (points)", "n test",
+                   "images seen", "train minutes", "precision", "parameters"], rows)
+
+
+def regression_table(main) -> str:
+    rows = []
+    for (arch, task, dataset), record in sorted(main.items(), key=lambda kv: (kv[0][2], _arch_order(kv[0][0]))):
+        if task != "regress":
+            continue
+        m, c = record["metrics"], _compute(record)
+        rows.append([dataset, f"`{arch}`", _fmt(m.get("mae"), ".3f"), _fmt(m.get("rmse"), ".3f"),
+                     _fmt(m.get("bias"), "+.3f"), _fmt(m.get("correlation"), ".2f"),
+                     _fmt(m.get("mae_predicting_mean"), ".3f"), m.get("n"), _fmt(c["images"], ","),
+                     _fmt(c["minutes"], ".1f"), c["precision"]])
+    return _table(["dataset", "architecture", "MAE (dex)", "RMSE", "bias", "correlation", "MAE of the mean",
+                   "n test", "images seen", "train minutes", "precision"], rows)
+
+
+def bins_table(main) -> str:
+    rows = []
+    edges = None
+    for (arch, task, dataset), record in sorted(main.items(), key=lambda kv: (kv[0][2], _arch_order(kv[0][0]))):
+        bins = record["metrics"].get("by_log10_ma") if task == "regress" else None
+        if not bins:
+            continue
+        edges = edges or [b["log10_ma"] for b in bins]
+        cells = [f"{_fmt(b['mae'], '.2f')} / {_fmt(b['correlation'], '.2f')}" for b in bins]
+        rows.append([dataset, f"`{arch}`", *cells])
+    if not rows:
+        return "_No regression evaluation with per-bin metrics._"
+    headers = ["dataset", "architecture", *(f"[{lo:g}, {hi:g})" for lo, hi in edges)]
+    return _table(headers, rows)
+
+
+def _difference(a, b):
+    """(a - b, standard error) of two accuracies on independent test sets, or of two MAEs."""
+    ma, mb = a["metrics"], b["metrics"]
+    if a["task"] == "classify":
+        pa, pb, na, nb = ma["accuracy"], mb["accuracy"], ma["n"], mb["n"]
+        return pa - pb, math.sqrt(pa * (1 - pa) / na + pb * (1 - pb) / nb)
+    # MAE: the standard error of a mean absolute error from its RMSE (|e| has variance rmse² - mae²)
+    se = math.sqrt(max(ma["rmse"] ** 2 - ma["mae"] ** 2, 0) / ma["n"] + max(mb["rmse"] ** 2 - mb["mae"] ** 2, 0)
+                   / mb["n"])
+    return mb["mae"] - ma["mae"], se  # positive: a is better
+
+
+def claim_table(main) -> str:
+    """Each equivariant net against ResNet-50, per task and dataset, with a two-standard-error verdict."""
+    rows = []
+    for task in ("classify", "regress"):
+        for dataset in sorted({k[2] for k in main if k[1] == task}):
+            baseline = main.get((BASELINE, task, dataset))
+            for arch in EQUIVARIANT:
+                record = main.get((arch, task, dataset))
+                if record is None or baseline is None:
+                    continue
+                diff, se = _difference(record, baseline)
+                verdict = "better" if diff > 2 * se else "worse" if diff < -2 * se else "tie (within 2 SE)"
+                unit = "points" if task == "classify" else "dex"
+                scale = 100 if task == "classify" else 1
+                rows.append([task, dataset, f"`{arch}` vs `{BASELINE}`", f"{scale * diff:+.2f} ± {scale * se:.2f} {unit}",
+                             verdict, _fmt(_compute(record)["images"], ","), _fmt(_compute(baseline)["images"], ",")])
+    if not rows:
+        return "_ResNet-50 or the equivariant nets have no evaluation yet._"
+    return _table(["task", "dataset", "comparison", "difference (+ = equivariant better)", "verdict",
+                   "images seen (equivariant)", "images seen (ResNet-50)"], rows)
+
+
+def rotation_table(rotations) -> str:
+    rows = []
+    for (arch, task, dataset), record in sorted(rotations.items(), key=lambda kv: (kv[0][1], kv[0][2],
+                                                                                 _arch_order(kv[0][0]))):
+        metric = "accuracy" if task == "classify" else "mae"
+        show = _percent if task == "classify" else (lambda v: _fmt(v, ".3f"))
+        cells = [show(record["metrics"].get(metric))]
+        cells += [show(_dig(record, "rotations", name, "metrics", metric)) for name in ("rot90", "rot180", "rot270",
+                                                                                          "random")]
+        cells.append(_fmt(_dig(record, "rotations", "random", "mean_abs_output_change"), ".3g"))
+        rows.append([task, dataset, f"`{arch}`", *cells, record.get("n")])
+    if not rows:
+        return "_No evaluation with --rotations yet._"
+    return _table(["task", "dataset", "architecture", "upright", "90°", "180°", "270°", "random angle",
+                   "mean |Δ output| (random)", "n"], rows)
+
+
+def learning_curves(main, path: Path) -> bool:
+    """Validation accuracy (classify) and MAE (regress) against images seen and against minutes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(task, dataset) for (_, task, dataset), r in main.items() if _dig(r, "model", "history")})
+    if not panels:
+        return False
+    fig, axes = plt.subplots(len(panels), 2, figsize=(11, 3.6 * len(panels)), squeeze=False)
+    for row, (task, dataset) in enumerate(panels):
+        metric = "accuracy" if task == "classify" else "mae"
+        for (arch, t, d), record in sorted(main.items(), key=lambda kv: _arch_order(kv[0][0])):
+            history = _dig(record, "model", "history")
+            if (t, d) != (task, dataset) or not history:
+                continue
+            values = [_dig(h, "val", metric) for h in history]
+            images = [h.get("images_seen") for h in history]
+            minutes = [h.get("train_minutes") for h in history]
+            axes[row][0].plot(images, values, "-o", ms=2.5, label=arch)
+            if all(m is not None for m in minutes):
+                axes[row][1].plot(minutes, values, "-o", ms=2.5, label=arch)
+        for col, xlabel in enumerate(("images seen", "training minutes (wall clock)")):
+            ax = axes[row][col]
+            ax.set(xlabel=xlabel, ylabel=f"validation {metric}" + (" (dex)" if metric == "mae" else ""),
+                   title=f"{task}, dataset {dataset}")
+            if col == 0:
+                ax.set_xscale("log")
+            if metric == "accuracy":
+                ax.set_ylim(0.3, 1.0)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def copy_plots(main, figures: Path) -> list[tuple[str, str]]:
+    """The ROC / scatter PNGs of each main evaluation, copied beside the page: (caption, file name)."""
+    copied = []
+    for (arch, task, dataset), record in sorted(main.items(), key=lambda kv: (kv[0][1], kv[0][2],
+                                                                             _arch_order(kv[0][0]))):
+        folder = Path(record["_path"]).parent
+        for plot in record.get("plots", []):
+            if plot == "confusion_matrix.png":
+                continue
+            source = folder / plot
+            if source.is_file():
+                name = f"{arch}-{task}-{dataset}-{plot}"
+                shutil.copyfile(source, figures / name)
+                copied.append((f"{arch}, {task}, {dataset}", name))
+    return copied
+
+
+def build_page(results: list[dict], *, paper: dict | None, figures: Path, page: Path, notes: str | None = None,
+               command: str = "lenszoo report ... --page docs/results.md") -> str:
+    main, rotations = pick(results)
+    if not main:
+        raise LenszooError("no test-split results to put on the page; run `lenszoo evaluate` first")
+    figures.mkdir(parents=True, exist_ok=True)
+    paper_rows = paper["rows"] if paper else {}
+    rel = Path(os.path.relpath(figures.resolve(), page.resolve().parent)).as_posix()
+    parts = [MARKER, "", "# Results", "",
+             f"Generated by `{command}` from `lenszoo evaluate` results; do not edit by hand.", ""]
+    if notes:
+        parts += [notes.strip(), ""]
+    parts += ["## Table 1: classification (no_sub / cdm / axion), test split", "",
+              classification_table(main, paper_rows), ""]
+    if paper and paper.get("source"):
+        parts += [f"Seed paper: {paper['source']}.", ""]
+    parts += ["## Table 2: axion-mass regression, log10(m_a / eV), test split (axion images)", "",
+              regression_table(main), "",
+              "The seed's Table 2 reports errors on raw masses; lenszoo regresses log10 m_a, the quantity "
+              "the simulation draws uniformly (m_a = 10^U(-24, -22) eV), so errors are in dex and not "
+              "comparable with raw-mass MSE.", "",
+              "### Regression by true log10 m_a bin: MAE (dex) / correlation of prediction and truth", "",
+              bins_table(main), "",
+              "## The seed's claim, pair by pair: equivariant networks against ResNet-50", "",
+              claim_table(main), "",
+              "## Rotation robustness (`lenszoo evaluate --rotations`)", "", rotation_table(rotations), ""]
+    if learning_curves(main, figures / "learning_curves.png"):
+        parts += ["## Learning curves", "", f"![validation metric against images seen and minutes]"
+                                            f"({rel}/learning_curves.png)", ""]
+    plots = copy_plots(main, figures)
+    if plots:
+        parts += ["## ROC curves and regression scatter plots", ""]
+        parts += [f"![{caption}]({rel}/{name})" for caption, name in plots]
+        parts.append("")
+    return "\n".join(parts).rstrip() + "\n"
