@@ -275,6 +275,15 @@ def test_download_prefetches_into_the_cache(hub, probe_arch, tmp_path, monkeypat
     assert torch.equal(outputs(lenszoo.load("hub_probe", task="classify", dataset="B")), outputs(original))
 
 
+def test_download_takes_hub_names_too(hub, probe_arch, tmp_path, monkeypatch):
+    original = make_checkpoint(tmp_path / "ckpt")
+    sha = lenszoo.hub.publish(tmp_path / "ckpt", "lenszoo/direct").commit_sha
+    result = CliRunner().invoke(main, ["download", f"hf-hub:lenszoo/direct@{sha}"])
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert torch.equal(outputs(lenszoo.load(f"hf-hub:lenszoo/direct@{sha}")), outputs(original))
+
+
 def test_manifest_validation_names_each_problem():
     good = {"arch": "x", "task": "classify", "dataset": "A", "folder": "weights/x", "file": "weights/x/model.safetensors",
             "sha256": "0" * 64, "size": 10, "config_sha256": "1" * 64, "hf_repo_id": None, "hf_revision": None,
