@@ -128,6 +128,33 @@ def _difference(a, b):
     return mb["mae"] - ma["mae"], se  # positive: a is better
 
 
+def last_doubling(history: list | None, metric: str):
+    """(images at the end, change of the validation metric over the last doubling of images seen):
+    a rough reading of what more images would buy, from the learning curve itself."""
+    rows = [h for h in history or [] if _dig(h, "val", metric) is not None and h.get("images_seen")]
+    if len(rows) < 3:
+        return None, None
+    end = rows[-1]
+    half = min(rows[:-1], key=lambda h: abs(h["images_seen"] - end["images_seen"] / 2))
+    return end["images_seen"], end["val"][metric] - half["val"][metric]
+
+
+def curve_table(main) -> str:
+    rows = []
+    for (arch, task, dataset), record in sorted(main.items(), key=lambda kv: (kv[0][1], kv[0][2],
+                                                                             _arch_order(kv[0][0]))):
+        metric = "accuracy" if task == "classify" else "mae"
+        images, change = last_doubling(_dig(record, "model", "history"), metric)
+        if images is None:
+            continue
+        shown = f"{100 * change:+.2f} points" if task == "classify" else f"{change:+.3f} dex"
+        rows.append([task, dataset, f"`{arch}`", f"{images:,}", shown])
+    if not rows:
+        return "_No training histories in these results._"
+    return _table(["task", "dataset", "architecture", "images at the end", "validation change over the last "
+                   "doubling of images"], rows)
+
+
 def claim_table(main) -> str:
     """Each equivariant net against ResNet-50, per task and dataset, with a two-standard-error verdict."""
     rows = []
@@ -252,7 +279,10 @@ def build_page(results: list[dict], *, paper: dict | None, figures: Path, page: 
               "## Rotation robustness (`lenszoo evaluate --rotations`)", "", rotation_table(rotations), ""]
     if learning_curves(main, figures / "learning_curves.png"):
         parts += ["## Learning curves", "", f"![validation metric against images seen and minutes]"
-                                            f"({rel}/learning_curves.png)", ""]
+                                            f"({rel}/learning_curves.png)", "",
+                  "What more images would buy, read off each curve (validation, noisy at lr ~1e-3; a flat "
+                  "or negative change means the budget is not what limits the model):", "",
+                  curve_table(main), ""]
     plots = copy_plots(main, figures)
     if plots:
         parts += ["## ROC curves and regression scatter plots", ""]
