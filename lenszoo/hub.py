@@ -71,7 +71,7 @@ def _numeric_metrics(metrics: dict):
     for key, value in (metrics or {}).items():
         if isinstance(value, dict):
             for name, inner in value.items():
-                if isinstance(inner, (int, float)) and not isinstance(inner, bool):
+                if isinstance(inner, (int, float)) and not isinstance(inner, bool) and name != "n":
                     yield key, name, float(inner)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             yield "val", key, float(value)
