@@ -24,15 +24,18 @@ from .registry import (  # noqa: E402
 from .tasks import CLASS_NAMES, TASKS  # noqa: E402
 
 
-def load(name, task="classify", dataset="A", *, device="cpu"):
+def load(name, task="classify", dataset="A", *, device="cpu", trainable=False):
     """A pretrained model in eval mode, with its config and preprocessing attached.
 
-    ``name`` is an architecture with released weights (then ``task`` and
-    ``dataset`` pick them), ``"hf-hub:ORG/NAME@REV"``, or a checkpoint folder.
+    ``name`` is an architecture with released weights (then ``task`` and ``dataset`` pick
+    them), ``"hf-hub:ORG/NAME@REV"``, or a path to a checkpoint folder or run directory
+    (``./name`` for a folder in the working directory). Steerable models come in their
+    plain-PyTorch inference form (the same outputs, no escnn import); ``trainable=True`` gives
+    the trainable module, for fine-tuning.
     """
     from .weights import load as _load
 
-    return _load(name, task=task, dataset=dataset, device=device)
+    return _load(name, task=task, dataset=dataset, device=device, trainable=trainable)
 
 
 __all__ = [

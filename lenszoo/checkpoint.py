@@ -20,6 +20,7 @@ from .files import atomic_folder, atomic_write_text, honour_umask, json_says, sh
 from .tasks import CLASS_NAMES
 
 WEIGHTS_NAME = "model.safetensors"
+INFERENCE_NAME = "model.inference.safetensors"  # the plain-torch inference form, where an arch has one
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
 FORMAT = "lenszoo-checkpoint"
@@ -251,29 +252,72 @@ def attach_preprocess(model, config: dict):
     return model
 
 
-def load_checkpoint(folder, *, device="cpu", verify_sha256=True):
-    """A model in eval mode from a checkpoint folder, with ``.lenszoo_config`` and ``.preprocess``."""
+def _read_safetensors(path: Path, expected_sha: str | None, verify: bool) -> dict:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    if verify and expected_sha and sha256_file(path) != expected_sha:
+        raise LenszooError(f"{path} does not match the sha256 in {CONFIG_NAME}: the file is corrupted or was replaced")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise LenszooError(f"cannot read {path} as safetensors ({exc})") from None
+
+
+def _inference_model(folder: Path, config: dict, verify: bool):
+    """The plain-torch inference form recorded in ``config["inference"]``, or None when the folder
+    has none or its architecture cannot build one."""
+    record = config.get("inference")
+    if not isinstance(record, dict) or record.get("file") != INFERENCE_NAME or not (folder / INFERENCE_NAME).is_file():
+        return None
+    from .registry import registry
+
+    try:
+        spec = registry.architecture(config["arch"])
+    except LenszooError:
+        return None
+    model = spec.build_inference(config["task"], **config.get("model_args", {}))
+    if model is None:
+        return None
+    state = _read_safetensors(folder / INFERENCE_NAME, record.get("sha256"), verify)
+    load_state_strict(model, state, source=str(folder / INFERENCE_NAME))
+    return model
+
+
+def write_inference_form(folder: Path, model, config: dict) -> bool:
+    """Save ``model.export()`` (the same eval-mode function in plain torch) beside the weights and
+    record it in ``config``; False if the model has no export."""
+    export = getattr(model, "export", None)
+    if not callable(export):
+        return False
+    from safetensors.torch import save_file
+
+    save_file(state_dict_for_saving(export()), str(folder / INFERENCE_NAME), metadata={"format": "pt"})
+    honour_umask(folder / INFERENCE_NAME)
+    config["inference"] = {"file": INFERENCE_NAME, "sha256": sha256_file(folder / INFERENCE_NAME),
+                           "form": "exported: the same function in plain PyTorch, batch norm folded"}
+    return True
+
+
+def load_checkpoint(folder, *, device="cpu", verify_sha256=True, trainable=True):
+    """A model in eval mode from a checkpoint folder, with ``.lenszoo_config`` and ``.preprocess``.
+
+    ``trainable=False`` returns the plain-torch inference form where the folder has one (the same
+    outputs; no escnn needed, faster), else the trainable model."""
     from .runtime import resolve_device
 
     device = resolve_device(device)
     folder = Path(folder)
     config = read_config(folder)
     check_no_pickle(folder)
-    weights = folder / WEIGHTS_NAME
-    expected_sha = config.get("weights_sha256")
-    if verify_sha256 and expected_sha and sha256_file(weights) != expected_sha:
-        raise LenszooError(f"{weights} does not match the sha256 in {CONFIG_NAME}: the file is corrupted or was replaced")
-    model = build_from_config(config)
+    model = None if trainable else _inference_model(folder, config, verify_sha256)
+    form = "inference" if model is not None else "trainable"
+    if model is None:
+        model = build_from_config(config)  # first: a missing or broken plugin is named before any file is read
+        state = _read_safetensors(folder / WEIGHTS_NAME, config.get("weights_sha256"), verify_sha256)
+        model.eval()
+        load_state_strict(model, state, source=str(folder / WEIGHTS_NAME))
     model.eval()
-    try:
-        state = load_file(str(weights), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise LenszooError(f"cannot read {weights} as safetensors ({exc})") from None
-    load_state_strict(model, state, source=str(weights))
-    model.eval()
-    model.lenszoo_config = {**model.lenszoo_config, **config}
+    model.lenszoo_config = {**model.lenszoo_config, **config, "form": form}
     attach_preprocess(model, config)
     return model.to(device)

@@ -38,3 +38,13 @@ def register_datasets(register):
 @hookspec
 def register_commands(register):
     """Register extra ``lenszoo`` CLI commands: ``register(click_command)``."""
+
+
+@hookspec
+def register_weights(register):
+    """Register released weights shipped with a plugin package: ``register(manifest_path)``.
+
+    The file is a ``weights_manifest.json`` like lenszoo's own (``docs/plugins.md``); its
+    ``folder`` paths are relative to it. ``lenszoo.load(arch, task=, dataset=)`` then finds a
+    plugin's weights the same way as lenszoo's (local folder, Hugging Face cache, pinned Hub).
+    """

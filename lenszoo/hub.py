@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_config, sha256_file
+from .checkpoint import CARD_NAME, CONFIG_NAME, INFERENCE_NAME, WEIGHTS_NAME, read_config, sha256_file
 from .errors import LenszooError
 
 # huggingface_hub's own repo-id rule (utils.validate_repo_id; tests check that both agree), plus
@@ -238,14 +238,15 @@ def publish(path, repo_id: str, *, tag: str | None = None, private: bool = False
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
         info = api.create_commit(repo_id, operations=[
-            CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in CHECKPOINT_FILES],
+            CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name))
+            for name in (*CHECKPOINT_FILES, INFERENCE_NAME) if (folder / name).is_file()],
             commit_message=f"lenszoo: {what}")
         sha = info.oid
         card = model_card_text(card_config, repo_id, sha).encode()
         final = api.create_commit(repo_id, operations=[CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=card)],
                                   commit_message=f"lenszoo: model card for {what}, pinned to {sha[:12]}")
         if tag:
-            api.create_tag(repo_id, tag=tag, revision=final.oid)
+            api.create_tag(repo_id, tag=tag, revision=final.oid, exist_ok=True)
     except HfHubHTTPError as exc:
         raise _hub_error(exc, f"publishing to {repo_id} failed") from None
     except _network_errors() as exc:
@@ -254,7 +255,57 @@ def publish(path, repo_id: str, *, tag: str | None = None, private: bool = False
     return Published(repo_id, f"{base}/{repo_id}", sha, tag)
 
 
+HUB_ORG_ENV = "LENSZOO_HUB_ORG"
+
+
+def release_repo_id(org: str, entry: dict) -> str:
+    """The one naming scheme of released checkpoints on the Hub: ``ORG/ARCH-TASK-DATASET``."""
+    return check_repo_id(f"{org}/{entry['arch']}-{entry['task']}-{entry['dataset']}")
+
+
+def publish_release(org: str | None, manifest: Path, *, tag: str | None = None, token: str | None = None,
+                    log=print) -> list[tuple[dict, str]]:
+    """Publish every entry of ``manifest`` to ``ORG/ARCH-TASK-DATASET`` and record the commit in the
+    manifest; entries already published there (same repo, a recorded commit) are left alone, so a
+    second run is a no-op for unchanged weights. Returns ``(entry, "published" | "unchanged")``."""
+    from . import __version__
+    from .weights import _matches, read_manifest, record_publication
+
+    org = org or os.environ.get(HUB_ORG_ENV)
+    if not org:
+        raise LenszooError(f"no Hub organisation: give --org ORG (or set {HUB_ORG_ENV})")
+    tag = tag or f"lenszoo-v{__version__}"
+    done = []
+    for entry in read_manifest(manifest)["weights"]:
+        repo_id = release_repo_id(org, entry)
+        label = f"{entry['arch']}/{entry['task']}/{entry['dataset']}"
+        if entry.get("hf_repo_id") == repo_id and entry.get("hf_revision"):
+            log(f"{label}: unchanged, {repo_id}@{entry['hf_revision'][:12]}")
+            done.append((entry, "unchanged"))
+            continue
+        folder = manifest.parent / entry["folder"]
+        if not _matches(folder, entry):
+            raise LenszooError(f"{folder} does not match its sha256s in {manifest}; release it again before publishing")
+        published = publish(folder, repo_id, tag=tag, token=token)
+        record_publication(entry["arch"], entry["task"], entry["dataset"], repo_id, published.commit_sha,
+                           manifest=manifest)
+        log(f"{label}: published {repo_id}@{published.commit_sha[:12]} (tag {tag})")
+        done.append((entry, "published"))
+    return done
+
+
 # -- download ------------------------------------------------------------------
+def _lists_inference_form(config_path) -> bool:
+    import json
+
+    try:
+        config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and isinstance(config.get("inference"), dict) \
+        and config["inference"].get("file") == INFERENCE_NAME
+
+
 def download_checkpoint(repo_id: str, revision: str | None = None, *, local_only: bool = False,
                         force: bool = False) -> Path:
     """Fetch config.json and model.safetensors of ``repo_id@revision`` into the HF cache.
@@ -274,7 +325,8 @@ def download_checkpoint(repo_id: str, revision: str | None = None, *, local_only
     check_repo_id(repo_id)
     offline = local_only or is_offline()
     paths = []
-    for filename in CHECKPOINT_FILES:
+    wanted = list(CHECKPOINT_FILES)
+    for filename in wanted:
         try:
             paths.append(hf_hub_download(
                 repo_id, filename, revision=revision, cache_dir=cache_dir(), endpoint=endpoint(),
@@ -299,6 +351,8 @@ def download_checkpoint(repo_id: str, revision: str | None = None, *, local_only
             raise _hub_error(exc, f"downloading {repo_id} failed") from None
         except _network_errors() as exc:
             raise _unreachable(exc, f"downloading {repo_id} failed") from None
+        if filename == CONFIG_NAME and INFERENCE_NAME not in wanted and _lists_inference_form(paths[-1]):
+            wanted.append(INFERENCE_NAME)  # the plain-torch form the config names comes along
     folders = {Path(p).parent for p in paths}
     if len(folders) != 1:  # a moving branch changed between the two files
         raise LenszooError(f"{repo_id}@{revision or 'main'} changed while downloading; pin a commit sha and retry")

@@ -32,6 +32,7 @@ from .specs import (  # noqa: F401 - Architecture and DatasetEntry were defined 
     _make_arch,
     _make_command,
     _make_dataset,
+    _make_weights,
 )
 from .tasks import check_task
 
@@ -169,7 +170,8 @@ class Registry:
     # -- collected registrations ----------------------------------------------
     _HOOKS = (("architectures", "register_architectures", "architecture"),
               ("datasets", "register_datasets", "dataset"),
-              ("commands", "register_commands", "command"))
+              ("commands", "register_commands", "command"),
+              ("weights", "register_weights", "weights manifest"))
 
     def _plugin_order(self) -> list[str]:
         """Built-ins first, then third-party plugins in discovery order, then in-process ones:
@@ -182,7 +184,8 @@ class Registry:
     def _registrations(self, plugin: str, info: PluginInfo) -> dict[str, list] | None:
         """Everything ``plugin`` registers, per table; None (and the plugin failed) if a hook raises.
         Each hook is called on its own, so a failure is charged to that plugin alone."""
-        makers = {"architectures": _make_arch, "datasets": _make_dataset, "commands": _make_command}
+        makers = {"architectures": _make_arch, "datasets": _make_dataset, "commands": _make_command,
+                  "weights": _make_weights}
         found: dict[str, list] = {}
         module = self.pm.get_plugin(plugin)
         for table, hook_name, _ in self._HOOKS:
@@ -232,6 +235,11 @@ class Registry:
     @property
     def datasets(self) -> dict[str, DatasetEntry]:
         return self._ensure_tables()["datasets"]
+
+    @property
+    def weight_manifests(self) -> dict:
+        """plugin name -> the weights_manifest.json it ships."""
+        return dict(self._ensure_tables()["weights"])
 
     @property
     def commands(self) -> dict:

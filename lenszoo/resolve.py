@@ -143,8 +143,9 @@ def checkpoint_folder_for(ref: ModelRef) -> Path:
     return resolve_entry(find_entry(ref.arch, ref.task, ref.dataset))
 
 
-def load_model(name, *, task: str | None = None, dataset: str | None = None, device="cpu"):
-    """A model in eval mode for any name :func:`resolve_name` understands."""
+def load_model(name, *, task: str | None = None, dataset: str | None = None, device="cpu", trainable=False):
+    """A model in eval mode for any name :func:`resolve_name` understands: its plain-torch
+    inference form where the checkpoint has one, unless ``trainable``."""
     from .checkpoint import load_checkpoint
     from .runtime import resolve_device
 
@@ -154,19 +155,20 @@ def load_model(name, *, task: str | None = None, dataset: str | None = None, dev
         from .hub import download_checkpoint
 
         try:
-            model = load_checkpoint(download_checkpoint(ref.repo_id, ref.revision), device=device)
+            model = load_checkpoint(download_checkpoint(ref.repo_id, ref.revision), device=device, trainable=trainable)
         except LenszooError as exc:  # a corrupted cached file: fetch once more, fresh
             if "does not match the sha256" not in str(exc) and "not a valid lenszoo checkpoint config" not in str(exc):
                 raise
-            model = load_checkpoint(download_checkpoint(ref.repo_id, ref.revision, force=True), device=device)
+            model = load_checkpoint(download_checkpoint(ref.repo_id, ref.revision, force=True), device=device,
+                                    trainable=trainable)
     elif ref.kind == "released":
         from .weights import find_entry, resolve_entry
 
         entry = find_entry(ref.arch, ref.task, ref.dataset)
-        model = load_checkpoint(resolve_entry(entry), device=device)
+        model = load_checkpoint(resolve_entry(entry), device=device, trainable=trainable)
         model.lenszoo_config["released"] = {k: entry.get(k) for k in
                                             ("file", "sha256", "config_sha256", "hf_repo_id", "hf_revision")}
     else:
-        model = load_checkpoint(ref.checkpoint_folder, device=device)
+        model = load_checkpoint(ref.checkpoint_folder, device=device, trainable=trainable)
     model.lenszoo_source = ref
     return model

@@ -30,6 +30,20 @@ class Architecture:
     plugin: str
     package: str | None
     parameters: dict = field(default_factory=dict)  # task -> count at the default model_args, if declared
+    # builds the plain-torch inference form (an untrained skeleton for an exported state dict),
+    # for architectures whose trainable form needs a heavy library (escnn)
+    inference_builder: Callable[..., Any] | None = None
+
+    def build_inference(self, task: str, **kwargs):
+        """The inference-form skeleton of the model ``build(task, **kwargs)`` makes, or None."""
+        if self.inference_builder is None:
+            return None
+        model_args = {**self.default_kwargs, **kwargs}
+        model = self.inference_builder(task, **model_args)
+        model.lenszoo_config = {"arch": self.name, "task": task, "model_args": model_args,
+                                "input_size": list(self.input_size), "plugin": self.plugin, "package": self.package}
+        model.register_forward_pre_hook(InputContract(self.name, self.input_size))
+        return model
 
     def parameter_count(self, task: str) -> int:
         """Parameters of the default model for ``task``: declared by the registration (no build,
@@ -182,7 +196,8 @@ class DatasetEntry:
 
 
 def _make_arch(plugin, package, name, builder, *, tasks=TASKS, description="", paper="",
-               input_size=(1, 64, 64), model_args=None, parameters=None, **legacy_model_args):
+               input_size=(1, 64, 64), model_args=None, parameters=None, inference_builder=None,
+               **legacy_model_args):
     """An ``Architecture``: metadata keywords describe it, ``model_args`` are its builder's defaults.
     (Default model arguments given as extra keywords, the pre-0.2 form, still work.)"""
     check_name("architecture", name, f"plugin {plugin!r}")
@@ -200,8 +215,10 @@ def _make_arch(plugin, package, name, builder, *, tasks=TASKS, description="", p
     if parameters is not None and not (isinstance(parameters, dict) and set(parameters) <= set(tasks)
                                        and all(isinstance(v, int) and v > 0 for v in parameters.values())):
         raise TypeError(f"parameters of architecture {name!r} must map its tasks to positive counts")
+    if inference_builder is not None and not callable(inference_builder):
+        raise TypeError(f"inference_builder of architecture {name!r} is not callable")
     arch = Architecture(name, builder, tasks, description, paper, tuple(input_size),
-                        default_kwargs, plugin, package, dict(parameters or {}))
+                        default_kwargs, plugin, package, dict(parameters or {}), inference_builder)
     return name, arch
 
 
@@ -217,3 +234,12 @@ def _make_command(plugin, package, command):
     if not name:
         raise TypeError("register_commands expects a click command")
     return name, ((plugin, package), command)
+
+
+def _make_weights(plugin, package, manifest):
+    from pathlib import Path
+
+    path = Path(manifest)
+    if path.name != "weights_manifest.json":
+        raise TypeError(f"register_weights expects the path of a weights_manifest.json, got {manifest!r}")
+    return plugin, path

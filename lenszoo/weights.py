@@ -15,7 +15,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, is_checkpoint_folder, read_config
+from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, is_checkpoint_folder, read_config, write_inference_form
 from .errors import LenszooError
 from .files import atomic_write_json, claim_output, sha256_file
 from .hub import COMMIT_RE, download_checkpoint, is_offline, is_valid_repo_id, write_model_card
@@ -28,11 +28,18 @@ SCHEMA_VERSION = 1
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
+PACKAGED_ZOO = Path(__file__).resolve().parent / "zoo"  # what a wheel carries (see setup.py)
+
+
 def manifest_path() -> Path:
-    """The manifest in use: ``$LENSZOO_MANIFEST`` or the one at the top of the source tree."""
+    """The manifest in use: ``$LENSZOO_MANIFEST``, else the source checkout's (a git clone or an
+    editable install), else the copy an installed wheel carries in ``lenszoo/zoo/``."""
     if os.environ.get(MANIFEST_ENV):
         return Path(os.environ[MANIFEST_ENV])
-    return Path(__file__).resolve().parent.parent / MANIFEST_NAME
+    top = source_checkout()
+    if top is not None:
+        return top / MANIFEST_NAME
+    return PACKAGED_ZOO / MANIFEST_NAME
 
 
 def source_checkout() -> Path | None:
@@ -147,7 +154,24 @@ def read_manifest(path: Path | None = None) -> dict:
 
 
 def released_weights(path: Path | None = None) -> list[dict]:
-    return read_manifest(path)["weights"]
+    """Entries of one manifest (``path``), or of lenszoo's and every plugin's (``register_weights``);
+    each entry knows the folder its paths are relative to (``_manifest_dir``, never written)."""
+    if path is not None:
+        return [dict(e, _manifest_dir=str(Path(path).parent)) for e in read_manifest(path)["weights"]]
+    entries = released_weights(manifest_path())
+    seen = {(e["arch"], e["task"], e["dataset"]) for e in entries}
+    from .registry import registry
+
+    for plugin, manifest in sorted(registry.weight_manifests.items()):
+        for entry in released_weights(manifest):
+            key = (entry["arch"], entry["task"], entry["dataset"])
+            if key in seen:  # lenszoo's own (or an earlier plugin's) entry wins
+                warnings.warn(f"plugin {plugin!r} ships weights for {'/'.join(key)}, which are already "
+                              "released; its copy is ignored", stacklevel=2)
+                continue
+            seen.add(key)
+            entries.append(entry)
+    return entries
 
 
 def find_entry(arch: str, task: str, dataset: str, path: Path | None = None) -> dict:
@@ -173,7 +197,7 @@ def _matches(folder: Path, entry: dict) -> bool:
 
 def resolve_entry(entry: dict, manifest_dir: Path | None = None) -> Path:
     """The folder holding verified weights for a manifest entry (downloading if needed)."""
-    manifest_dir = manifest_dir or manifest_path().parent
+    manifest_dir = Path(manifest_dir or entry.get("_manifest_dir") or manifest_path().parent)
     local = manifest_dir / entry["folder"]
     if _matches(local, entry):
         return local
@@ -182,17 +206,23 @@ def resolve_entry(entry: dict, manifest_dir: Path | None = None) -> Path:
     label = f"{entry['arch']}/{entry['task']}/{entry['dataset']}"
     repo, revision = entry.get("hf_repo_id"), entry.get("hf_revision")
     if not repo:
-        raise LenszooError(f"weights for {label} are missing or corrupted at {local} and have no Hub copy; "
-                           "reinstall lenszoo from a clean checkout")
+        raise LenszooError(f"weights for {label} are missing or corrupted at {local} and are not published "
+                           "on the Hugging Face Hub yet; use a clean lenszoo checkout (git clone), or fetch a "
+                           "release that names their Hub copy")
+    cached_but_wrong = False
     try:
         folder = download_checkpoint(repo, revision, local_only=True)
         if _matches(folder, entry):
             return folder
+        cached_but_wrong = True
     except LenszooError:
         raise
     except Exception:  # not cached yet
         pass
     if is_offline():
+        if cached_but_wrong:
+            raise LenszooError(f"the cached copy of {label} ({repo}@{revision[:12]}) does not match the manifest's "
+                               "sha256s (damaged or tampered with); go online once to fetch it again")
         raise LenszooError(f"weights for {label} are not in the Hugging Face cache and HF_HUB_OFFLINE=1; "
                            f"run `lenszoo download {entry['arch']} --task {entry['task']} --dataset {entry['dataset']}` online")
     folder = download_checkpoint(repo, revision, force=True)  # once more, fresh from the Hub
@@ -202,11 +232,11 @@ def resolve_entry(entry: dict, manifest_dir: Path | None = None) -> Path:
     return folder
 
 
-def load(name, task="classify", dataset="A", device="cpu"):
+def load(name, task="classify", dataset="A", device="cpu", trainable=False):
     """See ``lenszoo.load``: one resolver (``lenszoo.resolve``) decides what ``name`` means."""
     from .resolve import load_model
 
-    return load_model(name, task=task, dataset=dataset, device=device)
+    return load_model(name, task=task, dataset=dataset, device=device, trainable=trainable)
 
 
 def prefetch(arch: str, task: str, dataset: str) -> Path:
@@ -272,20 +302,21 @@ def release(checkpoint_folder, *, manifest: Path | None = None, run_dir=None, fp
         check_name(kind, config[kind], where)
     if config["task"] not in TASKS:
         raise LenszooError(f"{where}: task {config['task']!r} is not one of {', '.join(TASKS)}")
-    load_checkpoint(source)  # the weights load, and match their sha256
+    trainable = load_checkpoint(source)  # the weights load, and match their sha256
     data = read_manifest(manifest) if manifest.is_file() else {"schema_version": SCHEMA_VERSION, "weights": []}
     import tempfile
 
     staging = Path(tempfile.mkdtemp(prefix=".lenszoo-release-", dir=manifest.parent if manifest.parent.is_dir()
                                     else None))
     try:
-        return _release(source, config, data, manifest, run_dir, fp16, staging)
+        return _release(source, config, data, manifest, run_dir, fp16, staging, trainable)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _release(source, config, data, manifest, run_dir, fp16, staging) -> dict:
+def _release(source, config, data, manifest, run_dir, fp16, staging, trainable) -> dict:
     weights = source / WEIGHTS_NAME
+    config.pop("inference", None)  # written afresh below for exactly the released weights
     if fp16:  # stored in half precision: the test metrics must be those of these very weights
         half_precision_copy(weights, staging / WEIGHTS_NAME)
         weights = staging / WEIGHTS_NAME
@@ -307,6 +338,8 @@ def _release(source, config, data, manifest, run_dir, fp16, staging) -> dict:
 
     with atomic_folder(target) as tmp:
         shutil.copy2(weights, tmp / WEIGHTS_NAME)
+        if not fp16:  # the inference form of exactly these weights (its sha256 goes into config.json)
+            write_inference_form(tmp, trainable, config)
         atomic_write_json(tmp / CONFIG_NAME, config)
         write_model_card(tmp)
     entry = {

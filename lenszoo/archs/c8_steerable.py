@@ -31,6 +31,14 @@ def build_c8_steerable(task="classify", **layout):
     return build_steerable_cnn(task, group="C8", **layout)
 
 
+def build_c8_inference(task="classify", **layout):
+    """The plain-PyTorch inference form of ``build_c8_steerable(task, **layout)``: the module
+    ``SteerableCNN.export()`` returns, untrained, to load an exported state dict into. No escnn."""
+    from .steerable_layers import exported_skeleton
+
+    return exported_skeleton(task, group="C8", **{**DEFAULT_LAYOUT, **layout})
+
+
 @hookimpl
 def register_architectures(register):
     register(
@@ -42,6 +50,7 @@ def register_architectures(register):
         paper="Weiler & Cesa 2019, arXiv:1911.08251",
         model_args={key: list(value) if isinstance(value, tuple) else value for key, value in DEFAULT_LAYOUT.items()},
         parameters={"classify": 104_431, "regress": 104_301},  # at the default model_args; a test checks them
+        inference_builder=build_c8_inference,
     )
 
 

@@ -58,7 +58,7 @@ escnn's basis differs from the one they were trained in.
 from __future__ import annotations
 
 import copy
-import re
+
 
 import torch
 import torch.nn.functional as F
@@ -69,32 +69,21 @@ from ..tasks import num_outputs
 from .steerable_layers import (  # noqa: F401 - the layers are part of the family's public API
     READOUTS,
     BlurPool2d,
+    ExportedSteerableCNN,
     FieldBatchNorm,
     GroupMaxPool,
     SpatialReadout,
+    _check_images,
     _head,
+    exported_skeleton,
+    group_size,
+    parse_group,
     plan_layout,
 )
 from .c8_steerable import DEFAULT_LAYOUT  # noqa: E402 - the C8 variant's layout is the family's default
 
 
 # --------------------------------------------------------------------------- groups
-def parse_group(group: str) -> tuple[str, int]:
-    """``"C8"`` -> ``("C", 8)``; ``"D8"`` -> ``("D", 8)`` (rotations and reflections)."""
-    match = re.fullmatch(r"([CD])(\d+)", str(group).strip().upper())
-    if not match or int(match.group(2)) < 1:
-        raise LenszooError(
-            f"unknown symmetry group {group!r}; use 'C<N>' (N rotations) or 'D<N>' (N rotations and reflections), e.g. 'C8'"
-        )
-    kind, order = match.group(1), int(match.group(2))
-    if order % 4:
-        raise LenszooError(
-            f"group {group!r} does not contain the 90-degree rotation, so the network would not be exactly "
-            f"invariant on the pixel grid; use an order divisible by 4, e.g. '{kind}4' or '{kind}8'"
-        )
-    return kind, order
-
-
 def _use_deterministic_escnn_svd():
     """escnn 1.0.11 finds the intertwiner bases of dihedral groups with scikit-learn's
     ``randomized_svd`` on an ``np.matrix``: scikit-learn >= 1.2 rejects that (escnn
@@ -113,12 +102,6 @@ def _gspace(group: str):
     _use_deterministic_escnn_svd()
     kind, order = parse_group(group)
     return gspaces.rot2dOnR2(N=order) if kind == "C" else gspaces.flipRot2dOnR2(N=order)
-
-
-def group_size(group: str) -> int:
-    """Channels of one regular field: N for C_N, 2N for D_N."""
-    kind, order = parse_group(group)
-    return order if kind == "C" else 2 * order
 
 
 _HE_STD_CACHE: dict = {}
@@ -141,14 +124,6 @@ def _he_init(conv, key):
 
 
 # --------------------------------------------------------------------------- models
-def _check_images(x, side):
-    if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != side or x.shape[3] != side:
-        raise LenszooError(
-            f"expected a (batch, 1, {side}, {side}) image tensor, got shape {tuple(x.shape)}; "
-            f"crop or resample the images to {side}x{side} pixels"
-        )
-
-
 class SteerableCNN(nn.Module):
     """A steerable CNN: escnn convolutions, field-wise batch norm, ReLU, blur pooling, an
     optional global convolution, group pooling, a spatial readout (the identity on the 1x1
@@ -291,22 +266,6 @@ class SteerableCNN(nn.Module):
 
     def extra_repr(self):
         return f"group={self.group}, task={self.task!r}, feature_map_sizes={self.feature_map_sizes}"
-
-
-class ExportedSteerableCNN(nn.Module):
-    """Plain-PyTorch inference copy of a ``SteerableCNN`` (made by ``SteerableCNN.export()``)."""
-
-    def __init__(self, features: nn.Sequential, group_pool: GroupMaxPool, head: nn.Sequential, input_size: int,
-                 readout: SpatialReadout | None = None):
-        super().__init__()
-        self.features, self.group_pool, self.head = features, group_pool, head
-        self.readout = readout or SpatialReadout("mean")
-        self.input_size = input_size
-
-    def forward(self, x):
-        _check_images(x, self.input_size)
-        x = self.features(x)  # channels-last weights make every conv output channels-last
-        return self.head(self.readout(self.group_pool(x)))
 
 
 # --------------------------------------------------------------------------- state dict

@@ -8,6 +8,7 @@ layout against the input size: strided steps only where the sampling grid stays 
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import torch
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LenszooError
+from ..tasks import num_outputs
 
 READOUTS = ("mean", "mean_max")
 
@@ -184,3 +186,74 @@ def plan_layout(input_size: int, widths, kernel_sizes, strides, pool):
             side = (side + 1) // 2
             sides.append(side)
     return widths, kernel_sizes, strides, pool, sides
+
+
+# --------------------------------------------------------------------------- groups
+def parse_group(group: str) -> tuple[str, int]:
+    """``"C8"`` -> ``("C", 8)``; ``"D8"`` -> ``("D", 8)`` (rotations and reflections)."""
+    match = re.fullmatch(r"([CD])(\d+)", str(group).strip().upper())
+    if not match or int(match.group(2)) < 1:
+        raise LenszooError(
+            f"unknown symmetry group {group!r}; use 'C<N>' (N rotations) or 'D<N>' (N rotations and reflections), e.g. 'C8'"
+        )
+    kind, order = match.group(1), int(match.group(2))
+    if order % 4:
+        raise LenszooError(
+            f"group {group!r} does not contain the 90-degree rotation, so the network would not be exactly "
+            f"invariant on the pixel grid; use an order divisible by 4, e.g. '{kind}4' or '{kind}8'"
+        )
+    return kind, order
+
+
+def group_size(group: str) -> int:
+    """Channels of one regular field: N for C_N, 2N for D_N."""
+    kind, order = parse_group(group)
+    return order if kind == "C" else 2 * order
+
+
+# --------------------------------------------------------------------------- the exported network
+def _check_images(x, side):
+    if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != side or x.shape[3] != side:
+        raise LenszooError(
+            f"expected a (batch, 1, {side}, {side}) image tensor, got shape {tuple(x.shape)}; "
+            f"crop or resample the images to {side}x{side} pixels"
+        )
+
+
+class ExportedSteerableCNN(nn.Module):
+    """Plain-PyTorch inference copy of a ``SteerableCNN`` (made by ``SteerableCNN.export()``)."""
+
+    def __init__(self, features: nn.Sequential, group_pool: GroupMaxPool, head: nn.Sequential, input_size: int,
+                 readout: SpatialReadout | None = None):
+        super().__init__()
+        self.features, self.group_pool, self.head = features, group_pool, head
+        self.readout = readout or SpatialReadout("mean")
+        self.input_size = input_size
+
+    def forward(self, x):
+        _check_images(x, self.input_size)
+        x = self.features(x)  # channels-last weights make every conv output channels-last
+        return self.head(self.readout(self.group_pool(x)))
+
+
+def exported_skeleton(task="classify", *, group="C8", input_size=64, widths, kernel_sizes, strides, pool,
+                      head_width, dropout, global_fields, readout) -> ExportedSteerableCNN:
+    """An ``ExportedSteerableCNN`` with the module structure ``SteerableCNN.export()`` gives for
+    this layout, for loading an exported state dict: inference without escnn."""
+    widths, kernel_sizes, strides, pool, sides = plan_layout(input_size, widths, kernel_sizes, strides, pool)
+    size = group_size(group)
+    specs = [(width, kernel, 0 if index == 0 else kernel // 2, stride, pooled)
+             for index, (width, kernel, stride, pooled) in enumerate(zip(widths, kernel_sizes, strides, pool))]
+    if global_fields:
+        specs.append((global_fields, sides[-1], 0, 1, False))
+    layers, channels = [], 1
+    for width, kernel, padding, stride, pooled in specs:
+        layers += [nn.Conv2d(channels, width * size, kernel, stride=stride, padding=padding, bias=True),
+                   nn.ReLU(inplace=True)]
+        channels = width * size
+        if pooled:
+            layers.append(BlurPool2d(channels))
+    readout_layer = SpatialReadout(readout)
+    head = _head(readout_layer.features(global_fields or widths[-1]), num_outputs(task), head_width, float(dropout))
+    model = ExportedSteerableCNN(nn.Sequential(*layers), GroupMaxPool(size), head, input_size, readout_layer)
+    return model.to(memory_format=torch.channels_last).eval()

@@ -7,22 +7,38 @@ from ..tasks import TASKS
 
 
 @click.command("publish")
-@click.argument("path", type=click.Path())
-@click.option("--repo-id", required=True, help="Hub repo ORG/NAME (created if missing).")
-@click.option("--tag", help="Also tag the new commit.")
+@click.argument("path", type=click.Path(), required=False)
+@click.option("--repo-id", help="Hub repo ORG/NAME (created if missing).")
+@click.option("--tag", help="Also tag the new commit [--release: lenszoo-vVERSION].")
 @click.option("--private", is_flag=True, help="Create the repo as private.")
 @click.option("--update-manifest", is_flag=True,
               help="Record the repo id and commit sha in weights_manifest.json (the entry must exist).")
-def publish_command(path, repo_id, tag, private, update_manifest):
-    """Upload a run's best checkpoint (or a checkpoint folder) with its model card.
+@click.option("--release", "whole_release", is_flag=True,
+              help="Publish every entry of the manifest to ORG/ARCH-TASK-DATASET and record each commit in it; "
+                   "entries already published there are skipped.")
+@click.option("--org", help="With --release: the Hub organisation [default: $LENSZOO_HUB_ORG].")
+@click.option("--to", "to", type=click.Path(), help="With --release: the folder whose weights_manifest.json to "
+              "publish [default: as `lenszoo release`].")
+def publish_command(path, repo_id, tag, private, update_manifest, whole_release, org, to):
+    """Upload a run's best checkpoint (or a checkpoint folder) with its model card, or with
+    --release every released checkpoint.
 
     The token comes from HF_TOKEN or `hf auth login`; it is never printed."""
     from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
     from ..errors import LenszooError
     from ..files import sha256_file
-    from ..hub import check_repo_id, publish, resolve_checkpoint_folder
-    from ..weights import find_entry, record_publication
+    from ..hub import check_repo_id, publish, publish_release, resolve_checkpoint_folder
+    from ..weights import find_entry, record_publication, release_manifest
 
+    if whole_release:
+        if path or repo_id:
+            raise LenszooError("--release publishes the whole manifest: give --org, not PATH or --repo-id")
+        done = publish_release(org, release_manifest(to), tag=tag, log=click.echo)
+        click.echo(f"{sum(status == 'published' for _, status in done)} published, "
+                   f"{sum(status == 'unchanged' for _, status in done)} unchanged")
+        return
+    if not path or not repo_id:
+        raise LenszooError("give PATH and --repo-id ORG/NAME (or --release --org ORG for every released checkpoint)")
     check_repo_id(repo_id)
     folder = resolve_checkpoint_folder(path)
     if update_manifest:  # the Hub copy must be what the manifest's sha256s describe
@@ -38,20 +54,34 @@ def publish_command(path, repo_id, tag, private, update_manifest):
     if result.tag:
         click.echo(f"tag       {result.tag}")
     if update_manifest:
-        config = read_config(resolve_checkpoint_folder(path))
         record_publication(config["arch"], config["task"], config["dataset"], repo_id, result.commit_sha)
         click.echo("manifest  updated")
 
 
 @click.command("download")
-@click.argument("name")
+@click.argument("name", required=False)
 @click.option("--task", type=click.Choice(TASKS), default="classify", show_default=True)
 @click.option("--dataset", default="A", show_default=True)
-def download_command(name, task, dataset):
+@click.option("--all", "everything", is_flag=True, help="Every released checkpoint (for machines that will be "
+              "offline: HF_HUB_OFFLINE=1 then loads them from the cache).")
+def download_command(name, task, dataset, everything):
     """Fetch NAME (a registered architecture's released weights, or hf-hub:ORG/NAME[@REV]) into the
     Hugging Face cache for later offline use; sha256 checked."""
+    from ..errors import LenszooError
     from ..resolve import checkpoint_folder_for, resolve_name
 
+    if everything:
+        from ..weights import released_weights, resolve_entry
+
+        if name:
+            raise LenszooError("--all fetches every released checkpoint; give no NAME with it")
+        entries = released_weights()
+        for entry in entries:
+            click.echo(f"{entry['arch']}/{entry['task']}/{entry['dataset']}: {resolve_entry(entry)}")
+        click.echo(f"{len(entries)} checkpoints ready for offline use")
+        return
+    if not name:
+        raise LenszooError("give NAME (an architecture or hf-hub:ORG/NAME), or --all")
     ref = resolve_name(name, task=task, dataset=dataset, accept=("released", "hub"))
     folder = checkpoint_folder_for(ref)
     label = f"{name}/{task}/{dataset}" if ref.kind == "released" else name
