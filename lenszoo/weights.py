@@ -361,6 +361,9 @@ def release_recipe(config: dict) -> dict:
     """The manifest's record of how a checkpoint was made: its recipe, the images it saw, and the
     compute (minutes, hardware, threads) its training run recorded."""
     recipe = dict(config.get("recipe") or {})
+    if recipe:  # runs from before these options existed trained in fp32, contiguous layout
+        recipe.setdefault("precision", "fp32")
+        recipe.setdefault("channels_last", False)
     recipe["images_seen"] = config.get("images_seen")
     compute = config.get("compute")
     if isinstance(compute, dict):
