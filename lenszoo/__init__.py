@@ -37,6 +37,16 @@ def load(name, task="classify", dataset="A", *, device="cpu", trainable=False):
 
     return _load(name, task=task, dataset=dataset, device=device, trainable=trainable)
 
+def predict(model, inputs, task="classify", dataset="A", **options):
+    """Score images: ``inputs`` are FITS/.npy/PNG files, folders of them, or an array of
+    ``(H, W)`` / ``(N, H, W)`` images; returns one dict per image (class probabilities or
+    log10 m_a, the model and its weights' sha256), as ``lenszoo predict`` writes them. Options:
+    ``tta``, ``resize``, ``hdu``, ``batch_size``, ``workers``, ``device``."""
+    from .scoring import predict as _predict
+
+    return _predict(model, inputs, task=task, dataset=dataset, **options)
+
+
 
 __all__ = [
     "__version__",
@@ -51,5 +61,6 @@ __all__ = [
     "list_datasets",
     "list_models",
     "load",
+    "predict",
     "registry",
 ]

@@ -375,6 +375,12 @@ def test_malformed_run_files_are_one_line(run_dir):
     (["plugins", "--bogus"], "bogus"),
     (["frobnicate"], "frobnicate"),
     (["train"], "--arch"),
+    (["predict", "c8_steerable", "{tmp}"], "--out"),
+    (["predict", "no_such_net", "{tmp}", "--out", "{tmp}/s.csv"], "unknown architecture"),
+    (["predict", "c8_steerable", "{tmp}", "--out", "{tmp}/s.csv"], "no image files to score: "),
+    (["predict", "c8_steerable", "{tmp}", "--out", "{tmp}/s.txt"], "suffix"),
+    (["predict", "c8_steerable", "{tmp}", "--out", "{tmp}/s.csv", "--batch-size", "0"], "--batch-size"),
+    (["predict", "c8_steerable", "{tmp}", "--out", "{tmp}/s.csv", "--resize", "lanczos"], "--resize"),
 ])
 def test_every_command_reports_bad_options_in_one_line(tmp_path, args, fragment):
     one_line_error(cli(*[a.format(tmp=tmp_path) for a in args]), fragment)

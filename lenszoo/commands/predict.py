@@ -1,0 +1,105 @@
+"""``lenszoo predict``: score a folder of cutouts into a table."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from ..errors import LenszooError
+from ..hookspecs import hookimpl
+
+
+@click.command("predict")
+@click.argument("model")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(), help="Results table (.csv, .jsonl or .parquet); new, "
+              "or an earlier predict output with --resume.")
+@click.option("--task", help="classify or regress, for a registered architecture's released weights "
+              "[default: classify].")
+@click.option("--dataset", help="A or B: which released weights [default: A].")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]),
+              help="Output format [default: from --out's suffix].")
+@click.option("--hdu", type=int, help="FITS HDU to read [default: the first holding an image].")
+@click.option("--resize", type=click.Choice(["bilinear", "bicubic", "area", "nearest"]),
+              help="Resample images that are not 64×64 with this method (antialiased for bilinear/bicubic); "
+                   "without it they are refused.")
+@click.option("--tta", is_flag=True, help="Average over the 8 rotations and flips of each image.")
+@click.option("--resume", is_flag=True, help="Continue an earlier run into the same --out, skipping the rows "
+              "it holds.")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="Processes reading files while the "
+              "model scores (0: read in the main process).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, resume, batch_size, workers, device,
+                    quiet):
+    """Score every image in INPUTS (FITS, .fits.gz, .npy or PNG files, or folders of them) with MODEL
+    (a registered architecture's released weights, hf-hub:ORG/NAME@REV, a run directory or a
+    checkpoint folder): one row per image with class probabilities (or log10 m_a), the model
+    and its weights' sha256. Files that cannot be scored are named on stderr and the rest are
+    scored; the exit status is 3 when some were not.
+
+    \b
+      lenszoo predict c8_steerable --dataset B cutouts/ --out scores.csv
+      lenszoo predict c8_steerable --task regress --dataset B cube.fits --out masses.jsonl --tta
+    """
+    from ..scoring import SOME_FAILED, RowWriter, columns_for, find_inputs, model_identity, output_format, \
+        score_files
+    from ..resolve import load_model, resolve_name
+    from ..runtime import resolve_device
+
+    if batch_size < 1:
+        raise LenszooError(f"--batch-size must be >= 1, got {batch_size}")
+    if workers < 0:
+        raise LenszooError(f"--workers must be >= 0, got {workers}")
+    if hdu is not None and hdu < 0:
+        raise LenszooError(f"--hdu must be >= 0, got {hdu}")
+    fmt = output_format(out, fmt)
+    resolve_name(model, task=task, dataset=dataset)  # a wrong name fails before the inputs are searched
+    files, problems = find_inputs(inputs)
+    if not files:
+        raise LenszooError("no image files to score: " + "; ".join(map(str, problems)))
+    for problem in problems:
+        click.echo(f"skipped {problem}", err=True)
+    torch_device = resolve_device(device)
+    loaded = load_model(model, task=task, dataset=dataset, device=torch_device)
+    task = loaded.lenszoo_config["task"]
+    name, sha = model_identity(loaded)
+    writer = RowWriter(out, fmt=fmt, columns=columns_for(task), resume=resume)
+    writer.check_same(sha, tta)
+    bar = None
+    if not quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(unit="img", desc="scoring", file=click.get_text_stream("stderr"), dynamic_ncols=True)
+    failed = len(problems)
+
+    def report(problem):
+        nonlocal failed
+        failed += 1
+        (bar.write if bar is not None else lambda m: click.echo(m, err=True))(f"skipped {problem}")
+
+    started = time.perf_counter()
+    try:
+        counts = score_files(loaded, files, tta=tta, resize=resize, hdu=hdu, batch_size=batch_size,
+                             workers=workers, device=torch_device, skip=writer.done, on_rows=writer.write,
+                             on_problem=report, progress=bar.update if bar is not None else None)
+    except BaseException:
+        writer.handle.close()  # every finished batch is on disk; --resume continues
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    writer.close()
+    seconds = time.perf_counter() - started
+    rate = counts["images"] / seconds if seconds > 0 else 0.0
+    resumed = f" ({counts['skipped']} already in {out})" if counts["skipped"] else ""
+    click.echo(f"scored {counts['images']} images from {counts['files']} files in {seconds:.1f} s "
+               f"({rate:,.0f} img/s) with {name}{resumed}; {failed} not scored; results in {out}", err=True)
+    return SOME_FAILED if failed else 0
+
+
+@hookimpl
+def register_commands(register):
+    register(predict_command)

@@ -1,0 +1,517 @@
+"""Score images from disk: FITS, ``.npy`` and PNG cutouts in, one row per image out.
+
+A survey does not stop for one bad file: every file (or image inside a file) that cannot be
+scored becomes an :class:`InputProblem` naming it and the reason, and the rest are scored.
+Rows are appended to the output batch by batch as whole lines, so a killed job leaves every
+finished row on disk and ``--resume`` skips them (a line cut off by the kill is dropped).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LenszooError
+from .tasks import CLASS_NAMES
+
+INPUT_SIZE = (64, 64)
+SUFFIXES = {".fits": "fits", ".fit": "fits", ".fts": "fits", ".fits.gz": "fits", ".fit.gz": "fits",
+            ".fts.gz": "fits", ".npy": "npy", ".png": "png"}
+RESIZE_METHODS = ("bilinear", "bicubic", "area", "nearest")
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
+# Exit status when some inputs could not be scored (the others were).
+SOME_FAILED = 3
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    source: str
+    reason: str
+    index: int | None = None
+
+    def __str__(self):
+        where = self.source if self.index is None else f"{self.source}[{self.index}]"
+        return f"{where}: {self.reason}"
+
+
+class _Refused(Exception):
+    """An input that cannot be scored; carries the reason."""
+
+
+# -- finding and reading inputs ------------------------------------------------------------------
+def input_kind(path) -> str | None:
+    name = Path(path).name.lower()
+    for suffix in sorted(SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return SUFFIXES[suffix]
+    return None
+
+
+def find_inputs(inputs) -> tuple[list[str], list[InputProblem]]:
+    """The image files named by ``inputs`` (files, or folders searched recursively for
+    .fits/.fits.gz/.npy/.png), in a stable order, and a problem for each input that is none."""
+    files, problems, seen = [], [], set()
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and input_kind(p)
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not found:
+                problems.append(InputProblem(str(item), "folder holds no .fits, .fits.gz, .npy or .png files"))
+            candidates = [str(p) for p in found]
+        elif path.is_file():
+            if input_kind(path) is None:
+                problems.append(InputProblem(str(item), "not a file type lenszoo reads (.fits, .fits.gz, .npy, .png)"))
+                continue
+            candidates = [str(item)]
+        else:
+            problems.append(InputProblem(str(item), "does not exist"))
+            continue
+        for name in candidates:
+            key = os.path.realpath(name)
+            if key not in seen:
+                seen.add(key)
+                files.append(name)
+    return files, problems
+
+
+def read_images(path, *, hdu: int | None = None) -> np.ndarray:
+    """The images in one file as a float32 ``(N, H, W)`` stack; raises ``_Refused`` with the reason."""
+    kind = input_kind(path)
+    if kind is None:
+        raise _Refused("not a file type lenszoo reads (.fits, .fits.gz, .npy, .png)")
+    try:
+        if os.path.getsize(path) == 0:
+            raise _Refused("empty file")
+    except OSError as exc:
+        raise _Refused(f"cannot be read ({exc.strerror or exc})") from None
+    array = {"fits": _read_fits, "npy": _read_npy, "png": _read_png}[kind](path, hdu)
+    return _as_stack(array)
+
+
+def _read_fits(path, hdu):
+    from astropy.io import fits
+
+    try:
+        with fits.open(path, memmap=False, lazy_load_hdus=False) as hdus:
+            if hdu is not None:
+                if hdu >= len(hdus):
+                    raise _Refused(f"has {len(hdus)} HDU(s); --hdu {hdu} does not exist")
+                chosen = hdus[hdu]
+                if chosen.data is None:
+                    raise _Refused(f"HDU {hdu} holds no data")
+                if not chosen.is_image:
+                    raise _Refused(f"HDU {hdu} is a table, not an image")
+            else:  # the primary HDU, or the first extension holding an image (compressed files)
+                chosen = next((h for h in hdus if h.is_image and h.data is not None), None)
+                if chosen is None:
+                    raise _Refused("no HDU holds an image")
+            data = np.asarray(chosen.data)
+    except _Refused:
+        raise
+    except (OSError, ValueError, TypeError, EOFError) as exc:
+        raise _Refused(f"not a readable FITS file ({_short(exc)})") from None
+    return _numeric(data)
+
+
+def _read_npy(path, hdu):
+    try:
+        data = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise _Refused("holds pickled Python objects, which lenszoo never loads; save a numeric array") from None
+        raise _Refused(f"not a readable .npy file ({_short(exc)})") from None
+    except (OSError, EOFError) as exc:
+        raise _Refused(f"not a readable .npy file ({_short(exc)})") from None
+    if not isinstance(data, np.ndarray):
+        raise _Refused("holds several arrays (an .npz archive?); save one array with numpy.save")
+    return _numeric(data)
+
+
+def _read_png(path, hdu):
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            if mode in ("L", "I", "I;16", "I;16B", "I;16L", "F", "1"):
+                return np.asarray(image, dtype=np.float32)
+            if mode in ("LA", "RGB", "RGBA", "P", "PA"):
+                rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+                if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+                    return rgb[..., 0]  # grey saved as colour
+                raise _Refused(f"a colour PNG ({mode}); lenszoo models take one band: save a single-band image")
+            raise _Refused(f"PNG mode {mode} is not a single-band image")
+    except _Refused:
+        raise
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise _Refused(f"not a readable PNG ({_short(exc)})") from None
+
+
+def _numeric(data) -> np.ndarray:
+    if data.dtype.names is not None or data.dtype == object:
+        raise _Refused("holds records or objects, not pixel values")
+    if np.iscomplexobj(data):
+        raise _Refused("holds complex numbers; images must be real-valued")
+    if not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):
+        raise _Refused(f"holds {data.dtype} values, not numbers")
+    return np.asarray(data, dtype=np.float32)
+
+
+def _as_stack(array: np.ndarray) -> np.ndarray:
+    if array.ndim == 4 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise _Refused(f"has shape {array.shape}; expected an image (H, W) or a stack of images (N, H, W)")
+    if array.size == 0:
+        raise _Refused(f"holds no pixels (shape {array.shape})")
+    return array
+
+
+def _short(exc) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def fit_size(images: np.ndarray, resize: str | None) -> np.ndarray:
+    """``images`` at the model's 64×64, resampled only if asked (``resize`` names the method)."""
+    height, width = images.shape[-2:]
+    if (height, width) == INPUT_SIZE:
+        return images
+    if resize is None:
+        raise _Refused(f"images are {height}×{width}; the models take 64×64: cut 64×64 cutouts, or pass "
+                       f"--resize {'|'.join(RESIZE_METHODS)} to resample (the pixel scale then changes)")
+    import torch
+    import torch.nn.functional as F
+
+    tensor = torch.from_numpy(np.ascontiguousarray(images))[:, None]
+    kwargs = {"antialias": True, "align_corners": False} if resize in ("bilinear", "bicubic") else {}
+    resized = F.interpolate(tensor, size=INPUT_SIZE, mode=resize, **kwargs)
+    return resized[:, 0].numpy()
+
+
+class FileReader:
+    """Reads one file into ``(source, images, indices, problems)``: a map-style dataset, so torch's
+    DataLoader can read files in worker processes while the main process scores."""
+
+    def __init__(self, files, *, hdu=None, resize=None, skip=None):
+        self.files, self.hdu, self.resize = list(files), hdu, resize
+        self.skip = skip or {}  # source -> indices already in the output
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, position):
+        source = self.files[position]
+        try:
+            images = fit_size(read_images(source, hdu=self.hdu), self.resize)
+        except _Refused as exc:
+            return source, None, None, [InputProblem(source, str(exc))]
+        indices = np.arange(len(images))
+        finite = np.isfinite(images).all(axis=(1, 2))
+        problems = [InputProblem(source, "has NaN or infinite pixels; mask or fill them to score it", int(i))
+                    for i in np.flatnonzero(~finite)]
+        keep = finite
+        done = self.skip.get(source)
+        if done:
+            keep = keep & ~np.isin(indices, np.fromiter(done, dtype=np.int64))
+        return source, images[keep], indices[keep], problems
+
+
+def _first(item):
+    return item
+
+
+# -- scoring ---------------------------------------------------------------------------------------
+def dihedral_views(images):
+    """The 8 rotations and reflections of ``(N, C, H, W)`` images (the dihedral group D4)."""
+    import torch
+
+    for flipped in (images, images.flip(-1)):
+        for k in range(4):
+            yield torch.rot90(flipped, k, dims=(-2, -1))
+
+
+def model_identity(model) -> tuple[str, str]:
+    """A readable id of a loaded model and the sha256 of its weights (what each row records)."""
+    config = getattr(model, "lenszoo_config", None) or {}
+    released = config.get("released") or {}
+    source = getattr(model, "lenszoo_source", None)
+    if source is not None and source.kind == "hub":
+        name = f"hf-hub:{source.repo_id}" + (f"@{source.revision}" if source.revision else "")
+    elif source is not None and source.kind in ("run", "checkpoint"):
+        name = str(Path(source.path).resolve())
+    else:
+        name = f"{config.get('arch')}-{config.get('task')}-{config.get('dataset')}"
+    return name, released.get("sha256") or config.get("weights_sha256") or ""
+
+
+class Scorer:
+    """Outputs of one model for raw ``(N, 64, 64)`` images: class probabilities or log10 m_a,
+    averaged over the 8 dihedral transforms with ``tta``."""
+
+    def __init__(self, model, *, tta=False, device="cpu"):
+        config = getattr(model, "lenszoo_config", None)
+        if not config or "task" not in config:
+            raise LenszooError("predict needs a lenszoo model (lenszoo.load(...)); this module carries no "
+                               "lenszoo_config")
+        self.model, self.tta, self.device = model.eval(), tta, device
+        self.task = config["task"]
+        self.preprocess = getattr(model, "preprocess", None)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = (self.preprocess(images) if self.preprocess is not None else torch.from_numpy(images))[:, None]
+        x = x.to(self.device)
+        views = list(dihedral_views(x)) if self.tta else [x]
+        total = None
+        with torch.inference_mode():
+            for view in views:
+                out = self.model(view).float()
+                out = torch.softmax(out, 1) if self.task == "classify" else out.reshape(-1)
+                total = out if total is None else total + out
+        return (total / len(views)).cpu().numpy()
+
+
+def columns_for(task: str) -> list[str]:
+    scores = [f"p_{name}" for name in CLASS_NAMES] + ["predicted_class"] if task == "classify" else ["log10_m_a"]
+    return ["source", "index", *scores, "tta", "model", "model_sha256"]
+
+
+def rows_for(task, sources, indices, outputs, *, tta, model_name, sha) -> list[dict]:
+    rows = []
+    for source, index, out in zip(sources, indices, outputs):
+        row = {"source": source, "index": int(index)}
+        if task == "classify":
+            for name, p in zip(CLASS_NAMES, out):
+                row[f"p_{name}"] = round(float(p), 6)
+            row["predicted_class"] = CLASS_NAMES[int(np.argmax(out))]
+        else:
+            row["log10_m_a"] = round(float(out), 5)
+        row.update(tta=bool(tta), model=model_name, model_sha256=sha)
+        rows.append(row)
+    return rows
+
+
+def score_files(model, files, *, tta=False, resize=None, hdu=None, batch_size=256, workers=0, device="cpu",
+                skip=None, on_rows=None, on_problem=None, progress=None) -> dict:
+    """Score every image in ``files``; rows go to ``on_rows`` batch by batch, problems to
+    ``on_problem`` as they are found. Returns counts."""
+    from torch.utils.data import DataLoader
+
+    if resize is not None and resize not in RESIZE_METHODS:
+        raise LenszooError(f"--resize must be one of {', '.join(RESIZE_METHODS)}, got {resize!r}")
+    scorer = Scorer(model, tta=tta, device=device)
+    name, sha = model_identity(model)
+    reader = FileReader(files, hdu=hdu, resize=resize, skip=skip)
+    loader = DataLoader(reader, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_first,
+                        prefetch_factor=4 if workers else None, persistent_workers=False)
+    counts = {"images": 0, "files": 0, "problems": 0, "skipped": sum(len(v) for v in (skip or {}).values())}
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (sources, indices, images)
+
+    def flush(final=False):
+        if not pending or (not final and sum(len(p[0]) for p in pending) < batch_size):
+            return
+        sources, indices, images = (np.concatenate([p[k] for p in pending]) for k in range(3))
+        pending.clear()
+        start = 0
+        while len(images) - start >= batch_size or (final and start < len(images)):
+            stop = min(start + batch_size, len(images))
+            outputs = scorer(images[start:stop])
+            rows = rows_for(scorer.task, sources[start:stop], indices[start:stop], outputs, tta=tta,
+                            model_name=name, sha=sha)
+            if on_rows:
+                on_rows(rows)
+            counts["images"] += stop - start
+            if progress:
+                progress(stop - start)
+            start = stop
+        if start < len(images):
+            pending.append((sources[start:], indices[start:], images[start:]))
+
+    for source, images, indices, problems in loader:
+        counts["files"] += 1
+        for problem in problems:
+            counts["problems"] += 1
+            if on_problem:
+                on_problem(problem)
+        if images is not None and len(images):
+            pending.append((np.full(len(images), source, dtype=object), indices, images))
+            flush()
+    flush(final=True)
+    return counts
+
+
+# -- the output table ------------------------------------------------------------------------------
+def output_format(out, fmt: str | None) -> str:
+    if fmt:
+        if fmt not in FORMATS.values():
+            raise LenszooError(f"--format must be one of {', '.join(FORMATS.values())}, got {fmt!r}")
+        return fmt
+    suffix = Path(out).suffix.lower()
+    if suffix not in FORMATS:
+        raise LenszooError(f"cannot tell the format of --out {out} from its suffix; name it .csv, .jsonl or "
+                           ".parquet, or pass --format")
+    return FORMATS[suffix]
+
+
+class RowWriter:
+    """Appends rows as whole lines, flushed per batch; Parquet goes through a CSV journal beside
+    it and is written (atomically) at the end."""
+
+    def __init__(self, out, *, fmt, columns, resume=False):
+        self.out, self.fmt, self.columns = Path(out), fmt, columns
+        if fmt == "parquet":
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise LenszooError("Parquet output needs pyarrow, which is not installed: pip install pyarrow, "
+                                   "or write .csv or .jsonl") from None
+            self.journal = self.out.with_name(f".{self.out.name}.predict-journal.csv")
+            if self.out.exists():
+                raise LenszooError(f"{self.out} exists (a finished Parquet table is not extended); choose a new --out")
+        else:
+            self.journal = self.out
+        self.done: dict[str, set[int]] = {}
+        self.sha = None
+        if self.journal.exists() and self.journal.stat().st_size:
+            if not resume:
+                raise LenszooError(f"{self.journal} exists; pass --resume to continue it, or choose a new --out "
+                                   "(lenszoo never overwrites a file)")
+            self._load_existing()
+            self.handle = open(self.journal, "a", encoding="utf-8", newline="")
+        else:
+            try:
+                self.handle = open(self.journal, "x", encoding="utf-8", newline="")
+            except FileExistsError:  # an empty file: not ours to take over
+                raise LenszooError(f"{self.journal} exists; choose a new --out") from None
+            except OSError as exc:
+                raise LenszooError(f"cannot create --out {self.journal}: {exc.strerror or exc}") from None
+            if self.journal_format == "csv":
+                self._write(self._csv_line(self.columns))
+
+    @property
+    def journal_format(self):
+        return "csv" if self.fmt == "parquet" else self.fmt
+
+    def _csv_line(self, values) -> str:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow(values)
+        return buffer.getvalue()
+
+    def _write(self, text):
+        self.handle.write(text)
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def _load_existing(self):
+        data = self.journal.read_bytes()
+        if not data.endswith(b"\n"):  # the line a kill cut off: ours to drop
+            keep = data.rfind(b"\n") + 1
+            with open(self.journal, "r+b") as handle:
+                handle.truncate(keep)
+            data = data[:keep]
+        text = data.decode("utf-8", errors="replace")
+        mismatch = LenszooError(f"{self.journal} is not a lenszoo predict output of this task (its columns "
+                                "differ); choose a new --out")
+        if self.journal_format == "csv":
+            reader = csv.reader(io.StringIO(text))
+            header = next(reader, None)
+            if header != self.columns:
+                raise mismatch
+            rows = [dict(zip(header, r)) for r in reader if r]
+        else:
+            rows = []
+            for line in text.splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    raise mismatch from None
+                if not isinstance(row, dict) or list(row) != self.columns:
+                    raise mismatch
+                rows.append(row)
+        for row in rows:
+            self.done.setdefault(row["source"], set()).add(int(row["index"]))
+        shas = {row["model_sha256"] for row in rows}
+        ttas = {str(row["tta"]).lower() for row in rows}
+        self.sha = shas.pop() if len(shas) == 1 else None
+        self.tta = ttas.pop() == "true" if len(ttas) == 1 else None
+
+    def check_same(self, sha: str, tta: bool):
+        if self.done and self.sha is not None and self.sha != sha:
+            raise LenszooError(f"{self.journal} holds rows of another model (weights sha256 {self.sha[:12]}); "
+                               "resume with the same model, or choose a new --out")
+        if self.done and self.tta is not None and self.tta != tta:
+            raise LenszooError(f"{self.journal} was written {'with' if self.tta else 'without'} --tta; resume "
+                               "with the same setting, or choose a new --out")
+
+    def write(self, rows):
+        if self.journal_format == "csv":
+            text = "".join(self._csv_line([row[c] for c in self.columns]) for row in rows)
+        else:
+            text = "".join(json.dumps(row) + "\n" for row in rows)
+        self._write(text)
+
+    def close(self):
+        """Finish the table (Parquet: written from the journal now)."""
+        self.handle.close()
+        if self.fmt == "parquet":
+            import pyarrow.csv as pa_csv
+            import pyarrow.parquet as pq
+
+            from .files import atomic_write
+
+            table = pa_csv.read_csv(self.journal)
+            atomic_write(self.out, lambda handle: pq.write_table(table, handle))
+            self.journal.unlink()
+
+
+# -- the Python entry point -------------------------------------------------------------------------
+def predict(model, inputs, *, task="classify", dataset="A", tta=False, resize=None, hdu=None, batch_size=256,
+            workers=0, device="cpu") -> list[dict]:
+    """Rows (dicts) scoring every image in ``inputs``: files, folders, or a numpy array of
+    ``(H, W)`` / ``(N, H, W)`` images. ``model`` is a loaded lenszoo model or any name
+    ``lenszoo.load`` takes (``task``/``dataset`` pick released weights). Inputs that cannot be
+    scored are reported as warnings; the rest are scored."""
+    import warnings
+
+    if isinstance(model, (str, os.PathLike)):
+        from .resolve import load_model
+
+        model = load_model(model, task=task, dataset=dataset, device=device)
+    rows: list[dict] = []
+    if isinstance(inputs, np.ndarray) or type(inputs).__module__.startswith("torch"):
+        array = np.asarray(inputs.cpu() if hasattr(inputs, "cpu") else inputs)
+        try:
+            stack = fit_size(_as_stack(_numeric(array)), resize)
+        except _Refused as exc:
+            raise LenszooError(f"the images: {exc}") from None
+        finite = np.isfinite(stack).all(axis=(1, 2))
+        for i in np.flatnonzero(~finite):
+            warnings.warn(str(InputProblem("array", "has NaN or infinite pixels; not scored", int(i))), stacklevel=2)
+        scorer = Scorer(model, tta=tta, device=device)
+        name, sha = model_identity(model)
+        indices = np.flatnonzero(finite)
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            rows += rows_for(scorer.task, ["array"] * len(chunk), chunk, scorer(stack[chunk]), tta=tta,
+                             model_name=name, sha=sha)
+        return rows
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    files, problems = find_inputs(inputs)
+    for problem in problems:
+        warnings.warn(str(problem), stacklevel=2)
+    score_files(model, files, tta=tta, resize=resize, hdu=hdu, batch_size=batch_size, workers=workers,
+                device=device, on_rows=rows.extend,
+                on_problem=lambda p: warnings.warn(str(p), stacklevel=3))
+    return rows
