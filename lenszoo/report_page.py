@@ -31,15 +31,17 @@ def _arch_order(arch):
     return (ORDER.index(arch) if arch in ORDER else len(ORDER), arch)
 
 
-def pick(results: list[dict]) -> tuple[dict, dict]:
+def pick(results: list[dict], released=frozenset()) -> tuple[dict, dict]:
     """Per (arch, task, dataset): the main evaluation (test split, most images) and the
-    rotation evaluation (test split, with rotations), one set of weights each."""
+    rotation evaluation (test split, with rotations), one set of weights each: the released
+    weights (sha256 in ``released``) where they were evaluated."""
     main, rotations = {}, {}
     groups = defaultdict(list)
     for record in results:
         if record.get("split", "test") == "test":
             groups[_key(record)].append(record)
     for key, records in groups.items():
+        records = [r for r in records if _dig(r, "model", "weights_sha256") in released] or records
         records = distinct_weights(records) if len({_dig(r, "model", "weights_sha256") for r in records}) > 1 \
             else records
         main[key] = max(records, key=lambda r: (r.get("n") or 0, not r.get("rotations")))
@@ -252,8 +254,8 @@ def copy_plots(main, figures: Path) -> list[tuple[str, str]]:
 
 
 def build_page(results: list[dict], *, paper: dict | None, figures: Path, page: Path, notes: str | None = None,
-               command: str = "lenszoo report ... --page docs/results.md") -> str:
-    main, rotations = pick(results)
+               command: str = "lenszoo report ... --page docs/results.md", released=frozenset()) -> str:
+    main, rotations = pick(results, released)
     if not main:
         raise LenszooError("no test-split results to put on the page; run `lenszoo evaluate` first")
     figures.mkdir(parents=True, exist_ok=True)

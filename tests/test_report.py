@@ -80,3 +80,19 @@ def test_bad_inputs_are_one_line_errors(results, tmp_path):
     assert "fraction" in error(results, "--paper", paper)
     (tmp_path / "empty").mkdir()
     assert "no results.json" in error(tmp_path / "empty")
+
+
+def test_the_page_shows_the_released_weights_where_a_run_was_evaluated_twice(tmp_path):
+    """fp32 weights evaluated before an fp16 release, the released fp16 copy after: the page
+    reports the weights users get."""
+    from lenszoo.report import load_results
+    from lenszoo.report_page import pick
+
+    for name, sha, accuracy in (("A-test", "a" * 64, 0.9277), ("A-test-fp16", "b" * 64, 0.9273)):
+        path = result_file(tmp_path / name, "resnet50", "A", accuracy=accuracy, auc=0.98)
+        record = json.loads(path.read_text())
+        record["model"] = {"weights_sha256": sha}
+        path.write_text(json.dumps(record))
+    records = load_results([tmp_path])
+    assert pick(records, released=frozenset({"b" * 64}))[0][("resnet50", "classify", "A")]["metrics"]["accuracy"] == 0.9273
+    assert pick(records, released=frozenset({"a" * 64}))[0][("resnet50", "classify", "A")]["metrics"]["accuracy"] == 0.9277

@@ -166,7 +166,7 @@ def report_command(results, paper, rotations, out, page, figures, notes):
         command = "lenszoo report " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else \
             "lenszoo report --page"
         text = build_page(records, paper=published, figures=figures_dir, page=page_path, notes=notes_text,
-                          command=command)
+                          command=command, released=_released_sha256s())
         output_file(page, text, what="lenszoo report", is_ours=is_report_file)
         click.echo(f"results page written to {page} (figures in {figures_dir})", err=True)
         if not out:
@@ -177,6 +177,17 @@ def report_command(results, paper, rotations, out, page, figures, notes):
         click.echo(f"report written to {out}", err=True)
     else:
         click.echo(text, nl=False)
+
+
+def _released_sha256s() -> frozenset:
+    """The weights the manifest releases: where a run was evaluated before and after its fp16
+    release, the page shows the released weights."""
+    from ..weights import released_weights
+
+    try:
+        return frozenset(entry["sha256"] for entry in released_weights())
+    except LenszooError:  # no manifest here: every evaluation is a candidate
+        return frozenset()
 
 
 @hookimpl
