@@ -515,3 +515,86 @@ def predict(model, inputs, *, task="classify", dataset="A", tta=False, resize=No
                 device=device, on_rows=rows.extend,
                 on_problem=lambda p: warnings.warn(str(p), stacklevel=3))
     return rows
+
+
+# -- splitting a survey across processes (torchrun) ----------------------------------------------
+def launch_rank() -> tuple[int, int]:
+    """``(rank, world size)`` as torchrun sets them; (0, 1) for a plain run."""
+    try:
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise LenszooError("RANK and WORLD_SIZE must be whole numbers (torchrun sets them)") from None
+
+
+def rank_files(files: list[str], rank: int, world: int) -> list[str]:
+    """This rank's contiguous block of the inputs, so the parts in rank order are the whole table."""
+    bounds = np.linspace(0, len(files), world + 1).round().astype(int)
+    return files[bounds[rank]:bounds[rank + 1]]
+
+
+def part_format(fmt: str) -> str:
+    return "jsonl" if fmt == "jsonl" else "csv"
+
+
+def part_path(out, rank: int, world: int, fmt: str) -> Path:
+    out = Path(out)
+    return out.with_name(f"{out.name}.part-{rank:03d}-of-{world:03d}.{part_format(fmt)}")
+
+
+def done_marker(part: Path) -> Path:
+    return part.with_name(f".{part.name}.done.json")
+
+
+def write_done_marker(part: Path, counts: dict, sha: str):
+    from .files import atomic_write_json
+
+    atomic_write_json(done_marker(part), {"format": "lenszoo-predict-part", "model_sha256": sha, **counts})
+
+
+def merge_parts(out, *, fmt: str) -> dict:
+    """Write ``out`` from the finished parts of a torchrun predict (in rank order); the parts stay."""
+    from .files import atomic_write, json_says
+
+    out = Path(out)
+    pattern = f"{out.name}.part-*-of-*.{part_format(fmt)}"
+    parts = sorted(out.parent.glob(pattern))
+    if not parts:
+        raise LenszooError(f"no parts {out.parent / pattern} to merge; run `torchrun ... -m lenszoo predict` "
+                           f"with --out {out} first")
+    worlds = {p.name.rsplit("-of-", 1)[1].split(".")[0] for p in parts}
+    if len(worlds) != 1:
+        raise LenszooError(f"parts of runs with different process counts ({', '.join(sorted(worlds))}) are beside "
+                           f"{out}; keep the parts of one run")
+    world = int(worlds.pop())
+    expected = [part_path(out, rank, world, fmt) for rank in range(world)]
+    unfinished = [p.name for p in expected if not json_says(done_marker(p), "format", "lenszoo-predict-part")]
+    if unfinished:
+        raise LenszooError(f"parts not finished: {', '.join(unfinished)}; run the same torchrun command again "
+                           "with --resume, then merge")
+    if out.exists():
+        raise LenszooError(f"{out} exists; lenszoo never overwrites a file: choose a new --out or move it away")
+    shas = {json.loads(done_marker(p).read_text()).get("model_sha256") for p in expected}
+    if len(shas) != 1:
+        raise LenszooError("the parts were scored by different weights; score them again with one model")
+    texts = [p.read_text(encoding="utf-8") for p in expected]
+    if part_format(fmt) == "csv":
+        headers = {t.split("\n", 1)[0] for t in texts}
+        if len(headers) != 1:
+            raise LenszooError("the parts have different columns (different tasks); score them again with one model")
+        body = "".join(t.split("\n", 1)[1] for t in texts)
+        merged = headers.pop() + "\n" + body
+    else:
+        merged = "".join(texts)
+    rows = merged.count("\n") - (1 if part_format(fmt) == "csv" else 0)
+    if fmt == "parquet":
+        try:
+            import pyarrow.csv as pa_csv
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise LenszooError("Parquet output needs pyarrow, which is not installed: pip install pyarrow, "
+                               "or merge into .csv or .jsonl") from None
+        table = pa_csv.read_csv(io.BytesIO(merged.encode("utf-8")))
+        atomic_write(out, lambda handle: pq.write_table(table, handle))
+    else:
+        atomic_write(out, lambda handle: handle.write(merged.encode("utf-8")))
+    return {"parts": world, "rows": rows}

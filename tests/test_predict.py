@@ -222,3 +222,38 @@ def test_nothing_to_score_is_one_line(tmp_path, checkpoints):
     result = cli("predict", checkpoints["classify"], tmp_path / "empty", "--out", tmp_path / "s.csv")
     assert result.exit_code != 0 and result.stderr.strip().splitlines()[-1].startswith("Error: no image files")
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_torchrun_splits_the_inputs_into_parts_that_merge_into_the_single_process_table(tmp_path, checkpoints,
+                                                                                        images):
+    import os
+    import subprocess
+    import sys
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(5):
+        np.save(inputs / f"{i}.npy", images[2 * i:2 * i + 2])
+    single = tmp_path / "single.csv"
+    assert cli("predict", checkpoints["classify"], inputs, "--out", single, "--quiet").exit_code == 0
+    out = tmp_path / "multi.csv"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+                          "-m", "lenszoo", "predict", str(checkpoints["classify"]), str(inputs), "--out", str(out),
+                          "--quiet", "--workers", "0"], env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-2000:]
+    parts = sorted(tmp_path.glob("multi.csv.part-*"))
+    assert [p.name for p in parts] == ["multi.csv.part-000-of-002.csv", "multi.csv.part-001-of-002.csv"]
+    assert not out.exists()
+    marker = tmp_path / ".multi.csv.part-001-of-002.csv.done.json"
+    saved = marker.read_bytes()
+    marker.unlink()  # as if rank 1 had been killed
+    unfinished = cli("predict-merge", "--out", out)
+    assert unfinished.exit_code != 0 and "part-001-of-002" in unfinished.stderr and "--resume" in unfinished.stderr
+    marker.write_bytes(saved)
+    assert cli("predict-merge", "--out", out).exit_code == 0
+    merged, expected = read_rows(out), read_rows(single)
+    assert [(r["source"], r["index"]) for r in merged] == [(r["source"], r["index"]) for r in expected]
+    np.testing.assert_allclose([probabilities(r) for r in merged], [probabilities(r) for r in expected], atol=1e-5)
+    again = cli("predict-merge", "--out", out)
+    assert again.exit_code != 0 and "exists" in again.stderr

@@ -44,8 +44,10 @@ def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, re
       lenszoo predict c8_steerable --dataset B cutouts/ --out scores.csv
       lenszoo predict c8_steerable --task regress --dataset B cube.fits --out masses.jsonl --tta
     """
-    from ..scoring import SOME_FAILED, RowWriter, columns_for, find_inputs, model_identity, output_format, \
-        score_files
+    import os
+
+    from ..scoring import SOME_FAILED, RowWriter, columns_for, find_inputs, launch_rank, model_identity, \
+        output_format, part_format, part_path, rank_files, score_files, write_done_marker
     from ..resolve import load_model, resolve_name
     from ..runtime import resolve_device
 
@@ -60,16 +62,21 @@ def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, re
     files, problems = find_inputs(inputs)
     if not files:
         raise LenszooError("no image files to score: " + "; ".join(map(str, problems)))
-    for problem in problems:
+    rank, world = launch_rank()
+    target, target_fmt = out, fmt
+    if world > 1:  # under torchrun: this rank scores its block of the inputs into its own part
+        files = rank_files(files, rank, world)
+        target, target_fmt = part_path(out, rank, world, fmt), part_format(fmt)
+    for problem in problems if rank == 0 else []:
         click.echo(f"skipped {problem}", err=True)
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
     loaded = load_model(model, task=task, dataset=dataset, device=torch_device)
     task = loaded.lenszoo_config["task"]
     name, sha = model_identity(loaded)
-    writer = RowWriter(out, fmt=fmt, columns=columns_for(task), resume=resume)
+    writer = RowWriter(target, fmt=target_fmt, columns=columns_for(task), resume=resume)
     writer.check_same(sha, tta)
     bar = None
-    if not quiet:
+    if not quiet and rank == 0:
         from tqdm import tqdm
 
         bar = tqdm(unit="img", desc="scoring", file=click.get_text_stream("stderr"), dynamic_ncols=True)
@@ -92,14 +99,32 @@ def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, re
         if bar is not None:
             bar.close()
     writer.close()
+    if world > 1:
+        write_done_marker(target, counts, sha)
     seconds = time.perf_counter() - started
     rate = counts["images"] / seconds if seconds > 0 else 0.0
     resumed = f" ({counts['skipped']} already in {out})" if counts["skipped"] else ""
+    where = f"part {rank + 1} of {world} in {target}; merge with `lenszoo predict-merge --out {out}`" \
+        if world > 1 else f"results in {out}"
     click.echo(f"scored {counts['images']} images from {counts['files']} files in {seconds:.1f} s "
-               f"({rate:,.0f} img/s) with {name}{resumed}; {failed} not scored; results in {out}", err=True)
+               f"({rate:,.0f} img/s) with {name}{resumed}; {failed} not scored; {where}", err=True)
     return SOME_FAILED if failed else 0
+
+
+@click.command("predict-merge")
+@click.option("--out", required=True, type=click.Path(), help="The --out the torchrun predict was given.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]),
+              help="Output format [default: from --out's suffix].")
+def predict_merge_command(out, fmt):
+    """Join the parts a `torchrun --nproc-per-node N -m lenszoo predict ... --out OUT` wrote (one per
+    process, in input order) into OUT. The parts are left in place."""
+    from ..scoring import merge_parts, output_format
+
+    merged = merge_parts(out, fmt=output_format(out, fmt))
+    click.echo(f"merged {merged['parts']} parts, {merged['rows']} rows, into {out}", err=True)
 
 
 @hookimpl
 def register_commands(register):
     register(predict_command)
+    register(predict_merge_command)
