@@ -382,6 +382,9 @@ def test_malformed_run_files_are_one_line(run_dir):
     (["predict", "c8_steerable", "{tmp}", "--out", "{tmp}/s.csv", "--batch-size", "0"], "--batch-size"),
     (["predict", "c8_steerable", "{tmp}", "--out", "{tmp}/s.csv", "--resize", "lanczos"], "--resize"),
     (["predict-merge", "--out", "{tmp}/s.csv"], "no parts"),
+    (["export", "no_such_net", "--onnx", "{tmp}/m.onnx"], "unknown architecture"),
+    (["export", "c8_steerable", "--onnx", "{tmp}/m.txt"], "NAME.onnx"),
+    (["export", "c8_steerable", "--onnx", "{tmp}/nowhere/m.onnx"], "does not exist"),
 ])
 def test_every_command_reports_bad_options_in_one_line(tmp_path, args, fragment):
     one_line_error(cli(*[a.format(tmp=tmp_path) for a in args]), fragment)

@@ -119,6 +119,19 @@ class HarmonicConv2d(nn.Module):
         k = self.kernel_size
         return block.reshape(self.out_orders * 2 * self.out_channels, -1, k, k)
 
+    def as_plain_conv(self) -> nn.Conv2d:
+        """The same map as a plain ``nn.Conv2d`` whose filter is computed once (for export: ONNX
+        needs kernels of known shape, not ones built from parameters at run time)."""
+        with torch.no_grad():
+            weight = self.block_filter()
+            if self.mean_pool:
+                weight = sum(F.pad(weight, (b, 1 - b, a, 1 - a)) for a in (0, 1) for b in (0, 1)) / 4
+        conv = nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[-1], stride=2 if self.mean_pool else 1,
+                         padding=self.kernel_size // 2, bias=False)
+        with torch.no_grad():
+            conv.weight.copy_(weight)
+        return conv
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.block_filter()
         if not self.mean_pool:

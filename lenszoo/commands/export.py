@@ -1,0 +1,45 @@
+"""``lenszoo export``: a model as an ONNX graph."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..hookspecs import hookimpl
+
+
+@click.command("export")
+@click.argument("model")
+@click.option("--onnx", "onnx_path", required=True, type=click.Path(), help="The .onnx file to write (new).")
+@click.option("--task", help="classify or regress, for a registered architecture's released weights.")
+@click.option("--dataset", help="A or B: which released weights [default: A].")
+@click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True, help="ONNX opset.")
+@click.option("--no-check", "check", is_flag=True, flag_value=False, default=True,
+              help="Skip comparing onnxruntime's outputs with PyTorch's.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written and checked as JSON.")
+def export_command(model, onnx_path, task, dataset, opset, check, as_json):
+    """Write MODEL (as everywhere: a registered architecture's released weights, hf-hub:ORG/NAME@REV,
+    a run directory or a checkpoint folder) as an ONNX graph taking normalised (N, 1, 64, 64)
+    images, and check it against PyTorch with onnxruntime.
+
+    \b
+      lenszoo export c8_steerable --dataset B --onnx c8-classify-B.onnx
+    """
+    from ..export import check_onnx_path, export_onnx
+    from ..resolve import load_model
+
+    check_onnx_path(onnx_path)  # before the model is loaded
+    loaded = load_model(model, task=task, dataset=dataset)
+    result = export_onnx(loaded, onnx_path, opset=opset, check=check)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    checked = (f"; onnxruntime matches PyTorch within {result['max_relative_difference']:.1g} of the outputs' scale "
+               f"on {result['checked_images']} images") if check else "; not checked"
+    click.echo(f"wrote {onnx_path} (opset {opset}){checked}; inputs: images normalised with model.preprocess",
+               err=True)
+
+
+@hookimpl
+def register_commands(register):
+    register(export_command)
