@@ -232,3 +232,34 @@ def test_importing_lenszoo_and_loading_the_registry_import_no_heavy_package():
     code = "import sys, lenszoo; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+class HelloCommand:
+    @lenszoo.hookimpl
+    def register_commands(self, register):
+        import click
+
+        @click.command("hello-probe")
+        @click.argument("name")
+        def hello(name):
+            """Greet NAME (test command)."""
+            click.echo(f"hello {name}")
+
+        register(hello)
+
+
+def test_a_plugin_adds_a_cli_command_and_takes_it_away_again():
+    from click.testing import CliRunner
+
+    from lenszoo.cli import main
+
+    registry.register_plugin(HelloCommand(), name="hello")
+    try:
+        result = CliRunner().invoke(main, ["hello-probe", "lens"])
+        assert result.exit_code == 0 and result.output == "hello lens\n"
+        assert "hello-probe" in CliRunner().invoke(main, ["--help"]).output
+        assert "register_commands" in {p.name: p for p in registry.plugins()}["hello"].hooks
+    finally:
+        registry.unregister_plugin("hello")
+    gone = CliRunner().invoke(main, ["hello-probe", "lens"])
+    assert gone.exit_code != 0 and "hello-probe" in gone.stderr
