@@ -1,0 +1,109 @@
+"""End-to-end `lenszoo predict` speed against the model's bare forward pass, in one run.
+
+    python benchmarks/predict.py                       # c8_steerable classify A, 8,192 images
+    python benchmarks/predict.py --arch hnet --n 4096 --workers 0
+
+Writes the same synthetic lenses (a ring plus noise; the content does not change the speed) as
+FITS cubes and as .npy stacks into a temporary folder, then times: the bare forward pass on
+normalised in-memory batches, and `predict` from each folder to a CSV (reading in worker
+processes, normalisation, batching, writing rows). Prints images/s and the ratio to the bare
+forward speed. Run it on an idle machine; the figures are this machine's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def synthetic_lenses(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:64, :64] - 31.5
+    radius = np.hypot(yy, xx)
+    out = np.empty((n, 64, 64), np.float32)
+    for start in range(0, n, 1024):
+        k = min(1024, n - start)
+        ring = np.exp(-((radius[None] - rng.uniform(10, 18, (k, 1, 1))) ** 2) / 8)
+        out[start:start + k] = ring + rng.normal(0, 0.05, (k, 64, 64))
+    return out
+
+
+def bare_forward(model, images, batch_size: int) -> float:
+    import torch
+
+    best = 0.0
+    for _ in range(2):  # the first pass warms up the kernels
+        started = time.perf_counter()
+        with torch.inference_mode():
+            for s in range(0, len(images), batch_size):
+                model(model.preprocess(images[s:s + batch_size])[:, None])
+        best = max(best, len(images) / (time.perf_counter() - started))
+    return best
+
+
+def end_to_end(model, folder: Path, out: Path, *, batch_size: int, workers: int) -> tuple[float, int]:
+    from lenszoo.scoring import RowWriter, columns_for, find_inputs, score_files
+
+    files, problems = find_inputs([folder])
+    assert not problems, problems
+    writer = RowWriter(out, fmt="csv", columns=columns_for(model.lenszoo_config["task"]))
+    started = time.perf_counter()
+    counts = score_files(model, files, batch_size=batch_size, workers=workers, on_rows=writer.write)
+    writer.close()
+    return counts["images"] / (time.perf_counter() - started), counts["images"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="c8_steerable")
+    parser.add_argument("--task", default="classify")
+    parser.add_argument("--dataset", default="A")
+    parser.add_argument("--n", type=int, default=8192, help="images")
+    parser.add_argument("--per-file", type=int, default=512, help="images per FITS cube / .npy stack")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+
+    import torch
+    from astropy.io import fits
+
+    import lenszoo
+
+    try:
+        model = lenszoo.load(args.arch, task=args.task, dataset=args.dataset)
+    except lenszoo.LenszooError:  # no released weights: the speed is the same with random ones
+        model = lenszoo.create_model(args.arch, task=args.task).eval()
+    images = synthetic_lenses(args.n)
+    print(f"{args.arch} ({model.lenszoo_config.get('form', 'trainable')}), {args.n} images in files of "
+          f"{args.per_file}, batch {args.batch_size}, {args.workers} reading worker(s), {torch.get_num_threads()} "
+          "torch threads")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "fits").mkdir()
+        (tmp / "npy").mkdir()
+        for i, start in enumerate(range(0, args.n, args.per_file)):
+            chunk = images[start:start + args.per_file]
+            fits.PrimaryHDU(chunk).writeto(tmp / "fits" / f"cube{i:04d}.fits")
+            np.save(tmp / "npy" / f"stack{i:04d}.npy", chunk)
+        bare = bare_forward(model, torch.from_numpy(images), args.batch_size)
+        rows = [("bare forward (normalised, in memory)", bare, None)]
+        for kind in ("fits", "npy"):
+            rate, n = end_to_end(model, tmp / kind, tmp / f"{kind}.csv", batch_size=args.batch_size,
+                                 workers=args.workers)
+            assert n == args.n
+            rows.append((f"predict from {kind.upper()} files to CSV", rate, rate / bare))
+    width = max(len(r[0]) for r in rows)
+    for name, rate, ratio in rows:
+        share = f"{ratio:6.0%} of bare" if ratio is not None else ""
+        print(f"  {name:<{width}}  {rate:8,.0f} img/s  {share}")
+
+
+if __name__ == "__main__":
+    main()
