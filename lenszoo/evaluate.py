@@ -128,11 +128,40 @@ def rotation_variants(images, seed=0):
 
 
 # -- metrics: lenszoo.metrics, shared with training validation ------------------------------------
-def evaluate_model(model, images, targets, *, task, device="cpu", rotations=False, seed=0, batch_size=256, log=None):
-    """Metrics of ``model`` on raw ``images`` (and their rotations); returns ``(results, outputs)``."""
+def predict_tta(model, images, preprocess, device, batch_size, task):
+    """Outputs averaged over the 8 rotations and flips (as ``lenszoo predict --tta``): class
+    probabilities averaged, returned as log-probabilities (their softmax is the average), or the
+    mean regressed value."""
+    import torch
+
+    from .metrics import predict
+    from .scoring import dihedral_views
+
+    x = preprocess(images) if preprocess is not None else images
+    total = None
+    for view in dihedral_views(x):
+        out = predict(model, view, device, batch_size)
+        out = torch.softmax(out.double(), 1) if task == "classify" else out.double()
+        total = out if total is None else total + out
+    mean = total / 8
+    return (mean.clamp_min(1e-300).log() if task == "classify" else mean).float()
+
+
+def evaluate_model(model, images, targets, *, task, device="cpu", rotations=False, seed=0, batch_size=256, log=None,
+                   tta=False):
+    """Metrics of ``model`` on raw ``images`` (and their rotations, and with test-time augmentation);
+    returns ``(results, outputs)``."""
     preprocess = getattr(model, "preprocess", None)
     outputs = predict_raw(model, images, preprocess, device, batch_size)
     results = {"metrics": task_metrics(task, outputs, targets)}
+    if tta:
+        averaged = predict_tta(model, images, preprocess, device, batch_size, task)
+        entry = {"views": 8, "metrics": task_metrics(task, averaged, targets)}
+        if task == "classify":
+            entry["prediction_change_rate"] = float((averaged.argmax(1) != outputs.argmax(1)).double().mean())
+        results["tta"] = entry
+        if log:
+            log(f"  tta (8 rotations and flips): {_headline(task, entry['metrics'])}")
     if rotations:
         results["rotations"] = {}
         for name, rotated in rotation_variants(images, seed):
@@ -237,8 +266,8 @@ def run_history(model_info) -> list | None:
         return None
 
 
-def default_out(model_info, config, dataset, split, rotations) -> Path:
-    suffix = f"{dataset}-{split}" + ("-rotations" if rotations else "")
+def default_out(model_info, config, dataset, split, rotations, tta=False) -> Path:
+    suffix = f"{dataset}-{split}" + ("-rotations" if rotations else "") + ("-tta" if tta else "")
     if model_info["kind"] == "run":
         return Path(model_info["path"]) / "eval" / suffix
     return Path("eval") / f"{config['arch']}-{config['task']}-{suffix}"
@@ -246,7 +275,7 @@ def default_out(model_info, config, dataset, split, rotations) -> Path:
 
 def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_per_class=2000, task=None,
                    rotations=False, seed=0, batch_size=256, device="auto", workers=0, out=None, log=None,
-                   verify=True) -> dict:
+                   verify=True, tta=False) -> dict:
     """Evaluate and write ``results.json`` plus plots; returns the results dict."""
     from . import __version__
     from .runtime import resolve_device
@@ -270,12 +299,12 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
     images, targets, data_info = load_test_data(model_task, dataset=dataset, split=split, data_dir=data_dir,
                                                 n_per_class=n_per_class, seed=seed, workers=workers, verify=verify)
     dataset = data_info["dataset"]
-    out = Path(out) if out else default_out(model_info, config, dataset, split, rotations)
+    out = Path(out) if out else default_out(model_info, config, dataset, split, rotations, tta)
     claim_output(out, what="lenszoo evaluation folder", is_ours=is_evaluation_folder)
     log(f"evaluating {config['arch']} ({model_task}, trained on {config.get('dataset')}) on {data_info['n']} "
         f"{dataset}/{split} images ({data_info['source']})")
     results, outputs = evaluate_model(model, images, targets, task=model_task, device=torch_device,
-                                      rotations=rotations, seed=seed, batch_size=batch_size, log=log)
+                                      rotations=rotations, seed=seed, batch_size=batch_size, log=log, tta=tta)
     log(f"{dataset}/{split}: {_headline(model_task, results['metrics'])}")
     record = {
         "format": RESULTS_FORMAT, "format_version": 1, "lenszoo_version": __version__,
@@ -288,6 +317,7 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
                                                       "compute": config.get("compute"),
                                                       "history": run_history(model_info)},
         "data": data_info, "metrics": results["metrics"], "rotations": results.get("rotations"),
+        "tta": results.get("tta"),
         "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     title = f"{config['arch']} on {dataset}/{split} (n={data_info['n']})"

@@ -196,6 +196,40 @@ def rotation_table(rotations) -> str:
                    "mean |Δ output| (random)", "n"], rows)
 
 
+def pick_tta(results: list[dict], released=frozenset()) -> dict:
+    """Per (arch, task, dataset): the test evaluation with test-time augmentation on the most
+    images, of the released weights where they were evaluated."""
+    groups = defaultdict(list)
+    for record in results:
+        if record.get("split", "test") == "test" and isinstance(record.get("tta"), dict):
+            groups[_key(record)].append(record)
+    chosen = {}
+    for key, records in groups.items():
+        records = [r for r in records if _dig(r, "model", "weights_sha256") in released] or records
+        chosen[key] = max(records, key=lambda r: r.get("n") or 0)
+    return chosen
+
+
+def tta_table(tta) -> str:
+    rows = []
+    for (arch, task, dataset), record in sorted(tta.items(), key=lambda kv: (kv[0][1], kv[0][2],
+                                                                           _arch_order(kv[0][0]))):
+        metric = "accuracy" if task == "classify" else "mae"
+        plain, averaged = record["metrics"].get(metric), _dig(record, "tta", "metrics", metric)
+        if task == "classify":
+            change = None if None in (plain, averaged) else f"{100 * (averaged - plain):+.2f} points"
+            cells = [_percent(plain), _percent(averaged), change or "—",
+                     _fmt(_dig(record, "tta", "prediction_change_rate"), ".2%")]
+        else:
+            change = None if None in (plain, averaged) else f"{averaged - plain:+.3f} dex"
+            cells = [_fmt(plain, ".3f"), _fmt(averaged, ".3f"), change or "—", "—"]
+        rows.append([task, dataset, f"`{arch}`", *cells, record.get("n")])
+    if not rows:
+        return "_No evaluation with --tta yet._"
+    return _table(["task", "dataset", "architecture", "plain", "with TTA", "change", "predictions changed", "n"],
+                  rows)
+
+
 def learning_curves(main, path: Path) -> bool:
     """Validation accuracy (classify) and MAE (regress) against images seen and against minutes."""
     import matplotlib
@@ -278,7 +312,10 @@ def build_page(results: list[dict], *, paper: dict | None, figures: Path, page: 
               bins_table(main), "",
               "## The seed's claim, pair by pair: equivariant networks against ResNet-50", "",
               claim_table(main), "",
-              "## Rotation robustness (`lenszoo evaluate --rotations`)", "", rotation_table(rotations), ""]
+              "## Rotation robustness (`lenszoo evaluate --rotations`)", "", rotation_table(rotations), "",
+              "## Test-time augmentation (`lenszoo evaluate --tta`, `lenszoo predict --tta`)", "",
+              "Outputs averaged over the 8 rotations and flips of each test image (accuracy for "
+              "classification, MAE in dex for regression):", "", tta_table(pick_tta(results, released)), ""]
     if learning_curves(main, figures / "learning_curves.png"):
         parts += ["## Learning curves", "", f"![validation metric against images seen and minutes]"
                                             f"({rel}/learning_curves.png)", "",

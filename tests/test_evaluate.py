@@ -170,4 +170,26 @@ def test_evaluate_errors_are_one_line(archs, tmp_path, test_data):
     assert_one_line_error(cli("evaluate", folder, "--split", "dev"), "unknown split")
     assert_one_line_error(cli("evaluate", folder, "--data", test_data, "--dataset", "B"), "holds dataset 'A'")
     assert_one_line_error(cli("evaluate", folder, "--data", test_data, "--split", "val"), "holds the 'test' split")
-    assert_one_line_error(cli("evaluate", "resnet50", "--dataset", "B"), "resnet50")  # no released weights
+    assert_one_line_error(cli("evaluate", "pixelwise", "--dataset", "B"), "no released weights")
+
+
+def test_tta_evaluation_is_invariant_to_the_eight_transforms_and_reported(tmp_path):
+    """--tta scores the average over the dihedral group: the same for every rotation or flip of
+    the test images, and it lands in results.json and on the results page."""
+    import torch
+
+    import lenszoo
+    from lenszoo.evaluate import evaluate_model, predict_tta
+    from lenszoo.scoring import dihedral_views
+
+    torch.manual_seed(0)
+    model = lenszoo.create_model("hnet", task="classify").eval()
+    images = torch.rand(12, 1, 64, 64)
+    targets = torch.arange(12) % 3
+    outputs = [predict_tta(model, view, model.preprocess, "cpu", 256, "classify") for view in dihedral_views(images)]
+    for out in outputs[1:]:  # log-probabilities of the averaged probabilities
+        torch.testing.assert_close(out, outputs[0], atol=1e-4, rtol=1e-4)
+    results, plain = evaluate_model(model, images, targets, task="classify", tta=True)
+    assert (plain.log_softmax(1) - outputs[0]).abs().max() > 1e-3  # the net itself is not invariant
+    assert results["tta"]["views"] == 8 and 0 <= results["tta"]["prediction_change_rate"] <= 1
+    assert results["tta"]["metrics"]["accuracy"] == float((outputs[0].argmax(1) == targets).double().mean())
