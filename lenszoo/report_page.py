@@ -328,3 +328,37 @@ def build_page(results: list[dict], *, paper: dict | None, figures: Path, page: 
         parts += [f"![{caption}]({rel}/{name})" for caption, name in plots]
         parts.append("")
     return "\n".join(parts).rstrip() + "\n"
+
+
+# -- the README's headline table ------------------------------------------------------------------
+HEADLINE_BEGIN = "<!-- headline: written by `lenszoo report --readme`, from weights_manifest.json -->"
+HEADLINE_END = "<!-- /headline -->"
+
+
+def headline_table(entries: list[dict], paper_rows: dict | None = None) -> str:
+    """One row per architecture: the released checkpoints' test metrics (classification accuracy,
+    regression MAE in dex) beside the seed paper's accuracy; '—' where nothing is released."""
+    paper_rows = paper_rows or {}
+    found = {(e["arch"], e["task"], e["dataset"]): e for e in entries}
+    archs = sorted({e["arch"] for e in entries} | set(ORDER), key=_arch_order)
+    rows = []
+    for arch in archs:
+        cells = [f"`{arch}`"]
+        for task, dataset in (("classify", "A"), ("classify", "B"), ("regress", "A"), ("regress", "B")):
+            test = _dig(found.get((arch, task, dataset)) or {}, "metrics", "test") or {}
+            cells.append(_percent(test.get("accuracy")) if task == "classify" else _fmt(test.get("mae"), ".3f"))
+        seed = [paper_rows.get(("classify", arch, d), {}).get("accuracy") for d in ("A", "B")]
+        cells.append(" / ".join(_fmt(None if s is None else 100 * s, ".2f") for s in seed))
+        rows.append(cells)
+    return _table(["architecture", "classify A", "classify B", "regress A (MAE, dex)", "regress B (MAE, dex)",
+                   "seed paper, classify A / B (%)"], rows)
+
+
+def replace_headline(text: str, table: str, where: str = "README.md") -> str:
+    """``text`` with the block between the headline markers replaced by ``table``."""
+    if text.count(HEADLINE_BEGIN) != 1 or text.count(HEADLINE_END) != 1:
+        raise LenszooError(f"{where} has no headline block; put the two lines {HEADLINE_BEGIN} and {HEADLINE_END} "
+                           "where the table goes")
+    before, rest = text.split(HEADLINE_BEGIN)
+    _, after = rest.split(HEADLINE_END)
+    return f"{before}{HEADLINE_BEGIN}\n{table}\n{HEADLINE_END}{after}"

@@ -68,3 +68,16 @@ def test_every_released_model_loads_and_beats_its_floor(entry, fresh_lenses, mon
             mae = float((predictions - masses[axion]).abs().mean())
             mean_mae = float((masses[axion] - masses[axion].mean()).abs().mean())
             assert mae < floor(entry, mean_mae), (mae, mean_mae)
+
+
+def test_the_readme_headline_table_is_the_manifests():
+    """README.md's results table is generated from weights_manifest.json (`lenszoo report --readme`):
+    a release that changes the numbers must regenerate it."""
+    from lenszoo.report import load_paper
+    from lenszoo.report_page import HEADLINE_BEGIN, HEADLINE_END, headline_table
+    from lenszoo.weights import released_weights
+
+    readme = (REPO / "README.md").read_text()
+    block = readme.split(HEADLINE_BEGIN)[1].split(HEADLINE_END)[0].strip()
+    paper = load_paper(REPO / "docs" / "seed_paper.json")
+    assert block == headline_table(released_weights(REPO / "weights_manifest.json"), paper["rows"])

@@ -142,7 +142,10 @@ def evaluate_command(model, dataset, split, data_dir, n_per_class, task, rotatio
 @click.option("--figures", type=click.Path(), help="Folder for the page's figures [default: beside --page, "
               "PAGE-figures/].")
 @click.option("--notes", type=click.Path(), help="Markdown included verbatim at the top of the page.")
-def report_command(results, paper, rotations, out, page, figures, notes):
+@click.option("--readme", type=click.Path(exists=True, dir_okay=False),
+              help="Also rewrite the headline table between the markers in this file (README.md) from the "
+                   "weights manifest.")
+def report_command(results, paper, rotations, out, page, figures, notes, readme):
     """Markdown tables (the seed paper's Tables 1 and 2) from results.json files or folders holding them,
     or with --page the whole generated results page."""
     import shlex
@@ -157,6 +160,16 @@ def report_command(results, paper, rotations, out, page, figures, notes):
             claim_output(target, what="lenszoo report", is_ours=is_report_file, kind="file")
     records = load_results(results)
     published = load_paper(paper) if paper else None
+    if readme:
+        from ..files import atomic_write_text
+        from ..report_page import headline_table, replace_headline
+        from ..weights import released_weights
+
+        readme_path = Path(readme)
+        table = headline_table(released_weights(), published["rows"] if published else None)
+        atomic_write_text(readme_path, replace_headline(readme_path.read_text(encoding="utf-8"), table,
+                                                        where=str(readme_path)))
+        click.echo(f"headline table in {readme} rewritten", err=True)
     if page:
         from ..report_page import build_page
 
