@@ -34,18 +34,20 @@ def _arch_order(arch):
 def pick(results: list[dict], released=frozenset()) -> tuple[dict, dict]:
     """Per (arch, task, dataset): the main evaluation (test split, most images) and the
     rotation evaluation (test split, with rotations), one set of weights each: the released
-    weights (sha256 in ``released``) where they were evaluated."""
+    weights (sha256 in ``released``) where they were evaluated (for rotations, else the run's
+    other evaluated weights)."""
     main, rotations = {}, {}
     groups = defaultdict(list)
     for record in results:
         if record.get("split", "test") == "test":
             groups[_key(record)].append(record)
-    for key, records in groups.items():
-        records = [r for r in records if _dig(r, "model", "weights_sha256") in released] or records
+    for key, everything in groups.items():
+        records = [r for r in everything if _dig(r, "model", "weights_sha256") in released] or everything
         records = distinct_weights(records) if len({_dig(r, "model", "weights_sha256") for r in records}) > 1 \
             else records
         main[key] = max(records, key=lambda r: (r.get("n") or 0, not r.get("rotations")))
-        with_rotations = [r for r in records if r.get("rotations")]
+        # rotations of the released weights, else of the same run's weights before an fp16 release
+        with_rotations = [r for r in records if r.get("rotations")] or [r for r in everything if r.get("rotations")]
         if with_rotations:
             rotations[key] = max(with_rotations, key=lambda r: r.get("n") or 0)
     return main, rotations
