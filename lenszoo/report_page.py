@@ -46,6 +46,10 @@ def pick(results: list[dict], released=frozenset()) -> tuple[dict, dict]:
         records = distinct_weights(records) if len({_dig(r, "model", "weights_sha256") for r in records}) > 1 \
             else records
         main[key] = max(records, key=lambda r: (r.get("n") or 0, not r.get("rotations")))
+        if not _dig(main[key], "model", "history"):  # an fp16 copy evaluated as a folder: its run's curve
+            history = next((_dig(r, "model", "history") for r in everything if _dig(r, "model", "history")), None)
+            if history:
+                main[key] = {**main[key], "model": {**main[key]["model"], "history": history}}
         # rotations of the released weights, else of the same run's weights before an fp16 release
         with_rotations = [r for r in records if r.get("rotations")] or [r for r in everything if r.get("rotations")]
         if with_rotations:
