@@ -364,6 +364,14 @@ def output_format(out, fmt: str | None) -> str:
     return FORMATS[suffix]
 
 
+def _require_pyarrow():
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise LenszooError("Parquet output needs pyarrow, which is not installed: pip install pyarrow, "
+                           "or write .csv or .jsonl") from None
+
+
 class RowWriter:
     """Appends rows as whole lines, flushed per batch; Parquet goes through a CSV journal beside
     it and is written (atomically) at the end."""
@@ -371,11 +379,7 @@ class RowWriter:
     def __init__(self, out, *, fmt, columns, resume=False):
         self.out, self.fmt, self.columns = Path(out), fmt, columns
         if fmt == "parquet":
-            try:
-                import pyarrow  # noqa: F401
-            except ImportError:
-                raise LenszooError("Parquet output needs pyarrow, which is not installed: pip install pyarrow, "
-                                   "or write .csv or .jsonl") from None
+            _require_pyarrow()
             self.journal = self.out.with_name(f".{self.out.name}.predict-journal.csv")
             if self.out.exists():
                 raise LenszooError(f"{self.out} exists (a finished Parquet table is not extended); choose a new --out")
@@ -587,12 +591,10 @@ def merge_parts(out, *, fmt: str) -> dict:
         merged = "".join(texts)
     rows = merged.count("\n") - (1 if part_format(fmt) == "csv" else 0)
     if fmt == "parquet":
-        try:
-            import pyarrow.csv as pa_csv
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise LenszooError("Parquet output needs pyarrow, which is not installed: pip install pyarrow, "
-                               "or merge into .csv or .jsonl") from None
+        _require_pyarrow()
+        import pyarrow.csv as pa_csv
+        import pyarrow.parquet as pq
+
         table = pa_csv.read_csv(io.BytesIO(merged.encode("utf-8")))
         atomic_write(out, lambda handle: pq.write_table(table, handle))
     else:
