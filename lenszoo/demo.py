@@ -12,7 +12,7 @@ from pathlib import Path
 from .errors import LenszooError
 
 FIGURE_SOFTWARE = "lenszoo demo"  # the PNG's tEXt marker: a later demo may replace its own figure
-SHORT = {"resnet50": "R50", "c8_steerable": "C8", "hnet": "HN", "etn": "ETN"}
+SHORT = {"resnet50": "R50", "c8_steerable": "C8", "hnet": "HN", "etn": "ETN", "radial_profile": "RP"}
 
 
 def is_demo_figure(path) -> bool:

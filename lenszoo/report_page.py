@@ -20,7 +20,7 @@ from .report import MARKER, _dig, distinct_weights
 
 EQUIVARIANT = ("c8_steerable", "hnet", "etn")
 BASELINE = "resnet50"
-ORDER = ("resnet50", "c8_steerable", "hnet", "etn")
+ORDER = ("resnet50", "c8_steerable", "hnet", "etn", "radial_profile")
 
 
 def _key(record):

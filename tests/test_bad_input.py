@@ -475,7 +475,7 @@ def test_a_full_disk_during_train_and_release_is_one_line(probe, tmp_path, monke
 
 
 # -- inputs to models ------------------------------------------------------------------------------
-BUILTINS = ("resnet50", "c8_steerable", "hnet", "etn")
+BUILTINS = ("resnet50", "c8_steerable", "hnet", "etn", "radial_profile")
 
 
 @pytest.mark.parametrize("arch", BUILTINS)

@@ -27,7 +27,7 @@ def lenses(n, seed):
 
 
 @pytest.mark.parametrize("arch, task", [("hnet", "regress"), ("etn", "classify"), ("resnet50", "classify"),
-                                        ("c8_steerable", "classify")])
+                                        ("c8_steerable", "classify"), ("radial_profile", "regress")])
 def test_each_architecture_exports_and_onnxruntime_gives_pytorchs_outputs(tmp_path, arch, task):
     torch.manual_seed(0)
     if arch == "c8_steerable":  # the released weights, in their plain-torch inference form

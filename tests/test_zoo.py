@@ -14,7 +14,7 @@ from lenszoo.tasks import TASKS
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = json.loads((REPO / "weights_manifest.json").read_text())
-BUILTINS = ("resnet50", "c8_steerable", "hnet", "etn")
+BUILTINS = ("resnet50", "c8_steerable", "hnet", "etn", "radial_profile")
 DATASETS = ("A", "B")
 N_PER_CLASS = 30
 SEED = 11  # a test-split stream no model was selected on

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from ..errors import LenszooError
 from .hnet import READOUTS  # noqa: F401 - the read-outs HNet knows, listed with its options
-from .layers import check_image_batch
+from .layers import check_image_batch, linear_ring_weights
 
 _EPS = 1e-6  # keeps |z| and d|z|/dz finite where a feature is exactly zero
 
@@ -207,12 +207,11 @@ def radial_bin_weights(size: int, bins: int) -> torch.Tensor:
     radius = torch.hypot(offsets[:, None], offsets[None, :]).flatten()
     centres = torch.linspace(float(radius.min()), float(radius.max()), bins, dtype=torch.float64)
     spacing = centres[1] - centres[0]
-    weights = (1 - (radius[None, :] - centres[:, None]).abs() / spacing).clamp(min=0)
-    totals = weights.sum(1, keepdim=True)
+    totals = (1 - (radius[None, :] - centres[:, None]).abs() / spacing).clamp(min=0).sum(1)
     if (totals < 0.5).any():
         raise LenszooError(f"hnet radial read-out: {bins} rings on a {size}x{size} map leave a ring almost "
                            "empty; use fewer radial_bins")
-    return (weights / totals).float()
+    return linear_ring_weights(radius, centres).float()
 
 
 class HNet(nn.Module):

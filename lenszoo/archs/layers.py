@@ -81,3 +81,12 @@ def rotate_images(images: torch.Tensor, degrees) -> torch.Tensor:
 def circular_mask(size: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """1 inside the disc inscribed in a size x size image, 0 outside, shape (size, size)."""
     return (pixel_grid(size, device, dtype).square().sum(-1) <= 1).to(dtype)
+
+
+def linear_ring_weights(radius: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """(rings, pixels) weights sharing each pixel linearly between the two ring ``centres`` nearest
+    its ``radius`` (evenly spaced centres), each row summing to 1: ring means that move smoothly
+    when a feature moves a little in radius, and that rotations leave unchanged (radius is)."""
+    spacing = centres[1] - centres[0]
+    weights = (1 - (radius[None, :] - centres[:, None]).abs() / spacing).clamp(min=0)
+    return weights / weights.sum(1, keepdim=True).clamp(min=1e-12)
