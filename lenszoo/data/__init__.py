@@ -12,6 +12,7 @@ from ..tasks import CLASS_NAMES
 from .deeplense import DeepLenseFolder, import_deeplense, read_deeplense_file
 from .generate import simulate_dataset
 from .lensing import SPLITS, LensingSimulator, default_config, variant
+from .matched import MatchedLensingSimulator
 from .normalization import NORMALIZATION, normalize, normalizer_from_config
 from .storage import META_DTYPE, read_manifest, verify_dataset
 
@@ -35,6 +36,7 @@ __all__ = [
     "DeepLenseDataset",
     "DeepLenseFolder",
     "LensingSimulator",
+    "MatchedLensingSimulator",
     "StoredDataset",
     "StreamingDataset",
     "default_config",

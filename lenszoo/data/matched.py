@@ -1,0 +1,461 @@
+"""Datasets C-euclid and C-hst: the three classes with every nuisance drawn alike for every class.
+
+On A and B the main lens and the source never change and both substructure classes add mass
+inside the Einstein ring, so the ring's radius alone tells the classes apart (issue 16). Here the
+main lens (power law: Einstein radius, slope, ellipticity, shear, centre) and the source (Sersic
+shape, brightness, position, star-forming clumps) vary from image to image, drawn from streams that
+do not depend on the class; the main lens is then scaled so that the *effective* Einstein radius
+(main halo plus the substructure inside it) is the drawn one. What is left to tell the classes
+apart is the substructure's morphology. ``docs/datasets.md`` gives every range and why.
+
+This module is the ``matched_datasets`` plugin; its generators keep A/B's guarantees: image
+``index`` of ``split`` is a pure function of (dataset, split, index, seed, class, noise).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import LenszooError, UnknownNameError
+from ..hookspecs import hookimpl
+from ..tasks import CLASS_NAMES
+from . import physics
+from .lensing import INSTRUMENTS, SPLITS, _check_index, _merge, _stream, check_split
+
+GENERATOR_NAME = "lenszoo.matched"
+GENERATOR_VERSION = 1
+# Streams of one image's randomness: class-independent nuisances first, so an image's lens, source
+# and noise stay the same when only its class changes.
+_SOURCE_STREAM, _SUBSTRUCTURE_STREAM, _NOISE_STREAM, _LENS_STREAM, _FRACTION_STREAM = 0, 1, 2, 3, 4
+
+COMMON_CONFIG = {
+    "num_pix": 64,
+    "cosmology": {"H0": 70.0, "Om0": 0.3, "Ob0": 0.05, "z_lens": 0.5, "z_source": 1.0},
+    "main_lens": {
+        "profile": "EPL_NUMBA",
+        # effective Einstein radius: that of a 1e12 Msun point mass (1.66"), times U(low, high)
+        "effective_mass_msun": 1e12, "einstein_radius_factor": [0.8, 1.2],
+        "slope_mean": 2.08, "slope_sd": 0.1, "slope_range": [1.8, 2.3],
+        "ellipticity_sd": 0.1, "ellipticity_max": 0.3,  # e1, e2 ~ N(0, sd) clipped to +-max
+        "shear_sd": 0.04,  # gamma1, gamma2 ~ N(0, sd)
+        "center_half_width": 0.05,  # arcsec, centre x, y ~ U(-w, w)
+    },
+    "source": {
+        "profile": "SERSIC_ELLIPSE",
+        "magnitude_range": [20.0, 24.0], "R_sersic_range": [0.1, 0.5], "n_sersic_range": [0.7, 3.0],
+        "ellipticity_half_width": 0.3, "center_half_width": 0.5,
+        # 0..max_clumps compact round Sersic knots within clump_offset_max of the source centre
+        "max_clumps": 4, "clump_R_range": [0.02, 0.08], "clump_n_sersic": 1.0,
+        "clump_magnitude_offset_range": [1.5, 3.5], "clump_offset_max": 0.3,
+    },
+    "substructure": {
+        # projected mass fraction f ~ U(range) of the matched power law's mass inside region_radius;
+        # drawn for cdm and axion alike (the vortex's mass is the same nuisance)
+        "region_radius_arcsec": 2.5, "mass_fraction_range": [0.002, 0.02],
+        "mass_min_msun": 1e6, "mass_max_msun": 1e10, "mass_function_slope": -1.9,
+        # subhalos lighter than this lens by less than a thousandth of a pixel: counted, not rendered
+        "render_mass_min_msun": 1e7,
+    },
+    "axion": {
+        "n_elements": 100, "log10_mass_min_ev": -24.0, "log10_mass_max_ev": -22.0,
+        "half_length_coefficient": 3e-24,  # eV arcsec: half-length L = coefficient / m_a
+    },
+    "numerics": {"supersampling_factor": 4},
+}
+
+# The A/B instruments with an HST-like PSF: F160W's core is ~0.15" wide, not one pixel.
+_PSF_FWHM = {"C-euclid": ("A", 0.16), "C-hst": ("B", 0.15)}
+DESCRIPTIONS = {
+    "C-euclid": "Euclid VIS-like lenses with class-matched lens, source and substructure-mass nuisances "
+                "(shortcut-free benchmark), 64x64, lenstronomy",
+    "C-hst": "HST WFC3/F160W-like lenses (PSF FWHM 0.15\") with class-matched nuisances "
+             "(shortcut-free benchmark), 64x64, lenstronomy",
+}
+
+
+def default_config(name: str) -> dict:
+    if name not in _PSF_FWHM:
+        raise UnknownNameError("dataset", name, _PSF_FWHM)
+    base, fwhm = _PSF_FWHM[name]
+    config = copy.deepcopy(COMMON_CONFIG)
+    instrument = copy.deepcopy(INSTRUMENTS[base])
+    instrument["band"]["seeing"] = fwhm
+    instrument["description"] = instrument["description"] + f"; Gaussian PSF FWHM {fwhm}\""
+    config["instrument"] = instrument
+    return config
+
+
+def _check_config(config: dict):
+    def need(ok, message):
+        if not ok:
+            raise LenszooError(f"invalid dataset config: {message}")
+
+    def interval(section, key, low=-math.inf):
+        value = config[section][key]
+        need(isinstance(value, (list, tuple)) and len(value) == 2 and low <= value[0] <= value[1],
+             f"{section}.{key} must be [low, high] with {low} <= low <= high")
+
+    main, source, sub = config["main_lens"], config["source"], config["substructure"]
+    need(main["profile"] == "EPL_NUMBA", "main_lens.profile must be 'EPL_NUMBA'")
+    need(source["profile"] == "SERSIC_ELLIPSE", "source.profile must be 'SERSIC_ELLIPSE'")
+    interval("main_lens", "einstein_radius_factor", 0.0)
+    interval("main_lens", "slope_range", 1.2)
+    need(main["slope_range"][1] < 2.8, "main_lens.slope_range must stay below 2.8")
+    interval("source", "magnitude_range")
+    interval("source", "R_sersic_range", 0.0)
+    interval("source", "n_sersic_range", 0.3)
+    interval("source", "clump_R_range", 0.0)
+    interval("source", "clump_magnitude_offset_range")
+    interval("substructure", "mass_fraction_range", 0.0)
+    need(sub["mass_fraction_range"][1] < 0.5, "substructure.mass_fraction_range must stay below 0.5")
+    need(0 < sub["mass_min_msun"] < sub["mass_max_msun"], "need 0 < substructure.mass_min_msun < mass_max_msun")
+    need(sub["region_radius_arcsec"] > 0, "substructure.region_radius_arcsec must be positive")
+    need(isinstance(source["max_clumps"], int) and source["max_clumps"] >= 0, "source.max_clumps must be an integer >= 0")
+    axion = config["axion"]
+    need(isinstance(axion["n_elements"], int) and axion["n_elements"] >= 2, "axion.n_elements must be an integer >= 2")
+    need(axion["log10_mass_min_ev"] <= axion["log10_mass_max_ev"], "need axion.log10_mass_min_ev <= log10_mass_max_ev")
+    factor = config["numerics"]["supersampling_factor"]
+    need(isinstance(factor, int) and factor >= 1, "numerics.supersampling_factor must be an integer >= 1")
+    need(0 < config["cosmology"]["z_lens"] < config["cosmology"]["z_source"], "need 0 < z_lens < z_source")
+
+
+def power_law_mass_mean(mass_min: float, mass_max: float, slope: float) -> float:
+    """Mean mass of dN/dm proportional to m**slope on [mass_min, mass_max]."""
+    def integral(power):  # integral of m**power over the range
+        return math.log(mass_max / mass_min) if power == -1 else (mass_max ** (power + 1) - mass_min ** (power + 1)) / (power + 1)
+
+    return integral(slope + 1) / integral(slope)
+
+
+def main_lens_einstein_radius(theta_eff: float, slope: float, enclosed_theta2: float) -> float:
+    """theta_E of the power law whose mass inside theta_eff, plus point masses of summed
+    theta_E^2 ``enclosed_theta2`` inside it, makes the mean convergence inside theta_eff one.
+
+    A power law of Einstein radius t and slope g holds (in theta^2 units) t^(g-1) R^(3-g) inside R.
+    """
+    remaining = theta_eff**2 - enclosed_theta2
+    if remaining <= 0.25 * theta_eff**2:
+        raise LenszooError("substructure holds most of the lens mass inside its Einstein radius; "
+                           "lower substructure.mass_fraction_range")
+    return (remaining / theta_eff ** (3 - slope)) ** (1 / (slope - 1))
+
+
+@dataclass
+class MatchedRealization:
+    """Every random draw behind one image of C (angles in radians, lengths in arcsec)."""
+
+    class_name: str
+    image_seed: int
+    theta_eff: float
+    slope: float
+    lens_e1: float
+    lens_e2: float
+    shear_gamma1: float
+    shear_gamma2: float
+    lens_x: float
+    lens_y: float
+    theta_main: float  # the main power law's own Einstein radius after matching
+    source: dict  # magnitude, R_sersic, n_sersic, e1, e2, center_x, center_y
+    clumps: list  # dicts of magnitude, R_sersic, center_x, center_y
+    mass_fraction: float  # f drawn for this image (used by cdm and axion)
+    substructure_mass_msun: float = 0.0  # all of it, rendered or not
+    n_subhalos_total: int = 0
+    masses_msun: np.ndarray = field(default_factory=lambda: np.zeros(0))  # rendered point masses
+    positions_x: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    positions_y: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    axion_mass_ev: float = math.nan
+    log10_axion_mass: float = math.nan
+    vortex_angle: float = math.nan
+    vortex_half_length_arcsec: float = math.nan
+    vortex_x: float = math.nan
+    vortex_y: float = math.nan
+
+    def metadata(self) -> dict:
+        return {
+            "class_name": self.class_name,
+            "label": CLASS_NAMES.index(self.class_name),
+            "axion_mass_ev": float(self.axion_mass_ev),
+            "log10_axion_mass": float(self.log10_axion_mass),
+            "source_x": float(self.source["center_x"]),
+            "source_y": float(self.source["center_y"]),
+            "n_subhalos": int(self.masses_msun.size),
+            "subhalo_mass_total_msun": float(self.masses_msun.sum()),
+            "vortex_angle": float(self.vortex_angle),
+            "vortex_half_length_arcsec": float(self.vortex_half_length_arcsec),
+            "seed": int(self.image_seed),
+            "theta_eff": self.theta_eff, "slope": self.slope, "theta_main": self.theta_main,
+            "lens_e1": self.lens_e1, "lens_e2": self.lens_e2,
+            "shear_gamma1": self.shear_gamma1, "shear_gamma2": self.shear_gamma2,
+            "source_magnitude": self.source["magnitude"], "n_clumps": len(self.clumps),
+            "mass_fraction": self.mass_fraction, "substructure_mass_msun": self.substructure_mass_msun,
+            "n_subhalos_total": self.n_subhalos_total, "vortex_x": self.vortex_x, "vortex_y": self.vortex_y,
+        }
+
+
+class _Model:
+    """lenstronomy objects built once per generator and process."""
+
+    def __init__(self, config: dict):
+        from lenstronomy.SimulationAPI.sim_api import SimAPI
+
+        from .deflection import PointMassEnsemble
+
+        self.n_sources = 1 + config["source"]["max_clumps"]
+        kwargs_model = {
+            "lens_model_list": ["EPL_NUMBA", "SHEAR", "TABULATED_DEFLECTIONS"],
+            "lens_profile_kwargs_list": [{}, {}, {"custom_class": PointMassEnsemble()}],
+            "source_light_model_list": ["SERSIC_ELLIPSE"] * self.n_sources,
+        }
+        self.sim = SimAPI(config["num_pix"], dict(config["instrument"]["band"]), kwargs_model)
+        self.image_model = self.sim.image_model_class(dict(config["numerics"]))
+        self.background_noise = float(self.sim.background_noise)
+        self.shape = (config["num_pix"], config["num_pix"])
+
+
+class MatchedLensingSimulator:
+    """Generator of C-euclid or C-hst: ``simulate(split, index, seed)`` -> (image, metadata)."""
+
+    version = GENERATOR_VERSION
+    generator_name = GENERATOR_NAME
+    class_names = CLASS_NAMES
+    splits = SPLITS
+
+    def __init__(self, name: str, config: dict, description: str = ""):
+        _check_config(config)
+        self.name = name
+        self.config = copy.deepcopy(config)
+        self.description = description
+        self._name_key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+        self._model: _Model | None = None
+        # theta_E^2 of one solar mass: masses and Einstein radii squared are interchangeable
+        self._theta2_per_msun = float(physics.einstein_radius_arcsec(1.0, config["cosmology"])) ** 2
+
+    def __repr__(self):
+        return f"MatchedLensingSimulator({self.name!r}: {self.config['instrument']['description']})"
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_model"] = None
+        return state
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return (self.config["num_pix"], self.config["num_pix"])
+
+    @property
+    def model(self) -> _Model:
+        if self._model is None:
+            self._model = _Model(self.config)
+        return self._model
+
+    def warm_up(self):
+        self.render(self.draw_from_seed(0, "cdm"), noise=True)
+
+    def nominal_einstein_radius(self) -> float:
+        return float(math.sqrt(self.config["main_lens"]["effective_mass_msun"] * self._theta2_per_msun))
+
+    def derived(self) -> dict:
+        pixel = self.config["instrument"]["band"]["pixel_scale"]
+        low, high = self.config["main_lens"]["einstein_radius_factor"]
+        theta = self.nominal_einstein_radius()
+        sub = self.config["substructure"]
+        return {
+            "einstein_radius_arcsec": theta,
+            "einstein_radius_range_arcsec": [theta * low, theta * high],
+            "einstein_radius_pixels": theta / pixel,
+            "field_of_view_arcsec": self.config["num_pix"] * pixel,
+            "mean_subhalo_mass_msun": power_law_mass_mean(sub["mass_min_msun"], sub["mass_max_msun"],
+                                                          sub["mass_function_slope"]),
+        }
+
+    # -- randomness ------------------------------------------------------------
+    def image_seed(self, split: str, index: int, seed: int = 0) -> int:
+        check_split(split)
+        index = _check_index(index)
+        seed = _check_index(seed, "seed")
+        sequence = np.random.SeedSequence(seed, spawn_key=(self._name_key, SPLITS.index(split), index))
+        return int(sequence.generate_state(1, np.uint64)[0])
+
+    def class_of(self, index: int) -> str:
+        return self.class_names[_check_index(index) % len(self.class_names)]
+
+    def draw(self, split: str, index: int, seed: int = 0, *, class_name: str | None = None) -> MatchedRealization:
+        return self.draw_from_seed(self.image_seed(split, index, seed), class_name or self.class_of(index))
+
+    def _draw_lens(self, rng) -> dict:
+        main = self.config["main_lens"]
+        low, high = main["einstein_radius_factor"]
+        e_max, width = main["ellipticity_max"], main["center_half_width"]
+        return {
+            "theta_eff": self.nominal_einstein_radius() * rng.uniform(low, high),
+            "slope": float(np.clip(rng.normal(main["slope_mean"], main["slope_sd"]), *main["slope_range"])),
+            "lens_e1": float(np.clip(rng.normal(0, main["ellipticity_sd"]), -e_max, e_max)),
+            "lens_e2": float(np.clip(rng.normal(0, main["ellipticity_sd"]), -e_max, e_max)),
+            "shear_gamma1": float(rng.normal(0, main["shear_sd"])),
+            "shear_gamma2": float(rng.normal(0, main["shear_sd"])),
+            "lens_x": float(rng.uniform(-width, width)),
+            "lens_y": float(rng.uniform(-width, width)),
+        }
+
+    def _draw_source(self, rng) -> tuple[dict, list]:
+        src = self.config["source"]
+        e, w = src["ellipticity_half_width"], src["center_half_width"]
+        source = {
+            "magnitude": float(rng.uniform(*src["magnitude_range"])),
+            "R_sersic": float(rng.uniform(*src["R_sersic_range"])),
+            "n_sersic": float(rng.uniform(*src["n_sersic_range"])),
+            "e1": float(rng.uniform(-e, e)), "e2": float(rng.uniform(-e, e)),
+            "center_x": float(rng.uniform(-w, w)), "center_y": float(rng.uniform(-w, w)),
+        }
+        clumps = []
+        for _ in range(int(rng.integers(0, src["max_clumps"] + 1))):
+            radius = src["clump_offset_max"] * math.sqrt(rng.uniform())  # uniform over the disc
+            angle = rng.uniform(0, 2 * math.pi)
+            clumps.append({
+                "magnitude": source["magnitude"] + float(rng.uniform(*src["clump_magnitude_offset_range"])),
+                "R_sersic": float(rng.uniform(*src["clump_R_range"])),
+                "center_x": source["center_x"] + radius * math.cos(angle),
+                "center_y": source["center_y"] + radius * math.sin(angle),
+            })
+        return source, clumps
+
+    def region_mass_msun(self, theta_eff: float, slope: float) -> float:
+        """Projected mass inside the substructure region of the power law with effective radius theta_eff."""
+        radius = self.config["substructure"]["region_radius_arcsec"]
+        return theta_eff ** (slope - 1) * radius ** (3 - slope) / self._theta2_per_msun
+
+    def draw_from_seed(self, image_seed: int, class_name: str) -> MatchedRealization:
+        if class_name not in self.class_names:
+            raise UnknownNameError("class", class_name, self.class_names)
+        lens = self._draw_lens(_stream(image_seed, _LENS_STREAM))
+        source, clumps = self._draw_source(_stream(image_seed, _SOURCE_STREAM))
+        sub = self.config["substructure"]
+        fraction = float(_stream(image_seed, _FRACTION_STREAM).uniform(*sub["mass_fraction_range"]))
+        realization = MatchedRealization(class_name, int(image_seed), theta_main=lens["theta_eff"], source=source,
+                                         clumps=clumps, mass_fraction=fraction, **lens)
+        rng = _stream(image_seed, _SUBSTRUCTURE_STREAM)
+        budget = fraction * self.region_mass_msun(lens["theta_eff"], lens["slope"])
+        region = sub["region_radius_arcsec"]
+        if class_name == "cdm":
+            mean = power_law_mass_mean(sub["mass_min_msun"], sub["mass_max_msun"], sub["mass_function_slope"])
+            count = int(rng.poisson(budget / mean))
+            masses = physics.draw_power_law_masses(rng, count, sub["mass_min_msun"], sub["mass_max_msun"],
+                                                   sub["mass_function_slope"])
+            radius = region * np.sqrt(rng.uniform(0, 1, count))
+            angle = rng.uniform(0, 2 * math.pi, count)
+            shown = masses >= sub["render_mass_min_msun"]
+            realization.n_subhalos_total = count
+            realization.substructure_mass_msun = float(masses.sum())
+            realization.masses_msun = masses[shown]
+            realization.positions_x = lens["lens_x"] + (radius * np.cos(angle))[shown]
+            realization.positions_y = lens["lens_y"] + (radius * np.sin(angle))[shown]
+        elif class_name == "axion":
+            axion = self.config["axion"]
+            log10_mass = rng.uniform(axion["log10_mass_min_ev"], axion["log10_mass_max_ev"])
+            angle = rng.uniform(0.0, 2 * math.pi)
+            centre_radius, centre_angle = region * math.sqrt(rng.uniform()), rng.uniform(0, 2 * math.pi)
+            half_length = float(physics.vortex_half_length_arcsec(10.0**log10_mass, axion["half_length_coefficient"]))
+            count = axion["n_elements"]
+            along_x, along_y = physics.vortex_positions(half_length, angle, count)
+            realization.vortex_x = lens["lens_x"] + centre_radius * math.cos(centre_angle)
+            realization.vortex_y = lens["lens_y"] + centre_radius * math.sin(centre_angle)
+            realization.masses_msun = np.full(count, budget / count)
+            realization.positions_x = realization.vortex_x + along_x
+            realization.positions_y = realization.vortex_y + along_y
+            realization.substructure_mass_msun = float(budget)
+            realization.n_subhalos_total = count
+            realization.axion_mass_ev = 10.0**log10_mass
+            realization.log10_axion_mass = float(log10_mass)
+            realization.vortex_angle = float(angle)
+            realization.vortex_half_length_arcsec = half_length
+        # match: the power law gives up the mass that rendered substructure puts inside theta_eff
+        inside = np.hypot(realization.positions_x - lens["lens_x"], realization.positions_y - lens["lens_y"]) \
+            < lens["theta_eff"]
+        enclosed = float(realization.masses_msun[inside].sum()) * self._theta2_per_msun
+        realization.theta_main = main_lens_einstein_radius(lens["theta_eff"], lens["slope"], enclosed)
+        return realization
+
+    # -- rendering -------------------------------------------------------------
+    def kwargs_lens(self, r: MatchedRealization) -> list[dict]:
+        return [
+            {"theta_E": r.theta_main, "gamma": r.slope, "e1": r.lens_e1, "e2": r.lens_e2,
+             "center_x": r.lens_x, "center_y": r.lens_y},
+            {"gamma1": r.shear_gamma1, "gamma2": r.shear_gamma2, "ra_0": r.lens_x, "dec_0": r.lens_y},
+            {"einstein_radii": physics.einstein_radius_arcsec(r.masses_msun, self.config["cosmology"]),
+             "positions_x": r.positions_x, "positions_y": r.positions_y},
+        ]
+
+    def kwargs_source(self, r: MatchedRealization) -> list[dict]:
+        model, src = self.model, self.config["source"]
+        lights = [r.source] + [{**clump, "n_sersic": src["clump_n_sersic"], "e1": 0.0, "e2": 0.0} for clump in r.clumps]
+        _, kwargs, _ = model.sim.magnitude2amplitude(kwargs_source_mag=lights)
+        # absent clumps: zero-amplitude profiles, so the light model list is one fixed list
+        blank = {"amp": 0.0, "R_sersic": 0.1, "n_sersic": 1.0, "e1": 0.0, "e2": 0.0, "center_x": 0.0, "center_y": 0.0}
+        return list(kwargs) + [dict(blank) for _ in range(model.n_sources - len(lights))]
+
+    def render(self, realization: MatchedRealization, *, noise: bool = True) -> np.ndarray:
+        model = self.model
+        image = model.image_model.image(self.kwargs_lens(realization), self.kwargs_source(realization),
+                                        lens_light_add=False, point_source_add=False)
+        if noise:
+            rng = _stream(realization.image_seed, _NOISE_STREAM)
+            background = rng.standard_normal(model.shape) * model.background_noise
+            poisson = rng.standard_normal(model.shape) * model.sim.flux_noise(image)
+            image = image + background + poisson
+        return image.astype(np.float32)
+
+    def simulate(self, split: str, index: int, seed: int = 0, *, class_name: str | None = None,
+                 noise: bool = True) -> tuple[np.ndarray, dict]:
+        realization = self.draw(split, index, seed, class_name=class_name)
+        meta = realization.metadata()
+        meta.update(split=split, index=int(index))
+        return self.render(realization, noise=noise), meta
+
+    def simulate_from_seed(self, image_seed: int, class_name: str, *, noise: bool = True):
+        realization = self.draw_from_seed(_check_index(image_seed, "image seed"), class_name)
+        return self.render(realization, noise=noise), realization.metadata()
+
+    def effective_einstein_radius(self, realization: MatchedRealization, *, points: int = 720) -> float:
+        """The radius about the lens centre inside which the mean convergence of the whole lens
+        (power law, shear and point masses) is one, measured from its deflections (Gauss's law:
+        the mean convergence inside R is the outward deflection averaged over the circle, over R)."""
+        from lenstronomy.LensModel.lens_model import LensModel
+
+        from .deflection import PointMassEnsemble
+
+        lens_model = LensModel(["EPL_NUMBA", "SHEAR", "TABULATED_DEFLECTIONS"],
+                               profile_kwargs_list=[{}, {}, {"custom_class": PointMassEnsemble()}])
+        kwargs = self.kwargs_lens(realization)
+        angles = (np.arange(points) + 0.5) * (2 * math.pi / points)
+
+        def mean_convergence(radius):
+            x = realization.lens_x + radius * np.cos(angles)
+            y = realization.lens_y + radius * np.sin(angles)
+            alpha_x, alpha_y = lens_model.alpha(x, y, kwargs)
+            return float(np.mean(alpha_x * np.cos(angles) + alpha_y * np.sin(angles))) / radius
+
+        low, high = 0.3 * realization.theta_eff, 3.0 * realization.theta_eff
+        for _ in range(40):
+            middle = 0.5 * (low + high)
+            low, high = (middle, high) if mean_convergence(middle) > 1 else (low, middle)
+        return 0.5 * (low + high)
+
+
+def make_factory(name: str):
+    def factory(**overrides):
+        return MatchedLensingSimulator(name, _merge(default_config(name), overrides), DESCRIPTIONS[name])
+
+    factory.__name__ = f"dataset_{name.replace('-', '_')}"
+    factory.__doc__ = f"Generator of dataset {name}: {DESCRIPTIONS[name]}. Keyword overrides merge into its config."
+    return factory
+
+
+@hookimpl
+def register_datasets(register):
+    for name in DESCRIPTIONS:
+        register(name, make_factory(name), description=DESCRIPTIONS[name])
