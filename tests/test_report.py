@@ -96,3 +96,29 @@ def test_the_page_shows_the_released_weights_where_a_run_was_evaluated_twice(tmp
     records = load_results([tmp_path])
     assert pick(records, released=frozenset({"b" * 64}))[0][("resnet50", "classify", "A")]["metrics"]["accuracy"] == 0.9273
     assert pick(records, released=frozenset({"a" * 64}))[0][("resnet50", "classify", "A")]["metrics"]["accuracy"] == 0.9277
+
+
+def test_the_page_keeps_transfer_evaluations_apart_and_measures_margins_over_the_control(tmp_path):
+    """A model trained on A and scored on C-euclid is the shortcut probe, not a C row of Table 1;
+    every network's margin over radial_profile is reported with its standard error."""
+    from lenszoo.report import load_results
+    from lenszoo.report_page import build_page, pick
+
+    result_file(tmp_path / "c8-A", "c8_steerable", "A", accuracy=0.975, auc=0.998, n=15000)
+    result_file(tmp_path / "rp-A", "radial_profile", "A", accuracy=0.92, auc=0.98, n=15000)
+    probe = result_file(tmp_path / "c8-A-on-C", "c8_steerable", "C-euclid", accuracy=0.35, auc=0.52,
+                        recall={"no_sub": 0.9, "cdm": 0.1, "axion": 0.05})
+    record = json.loads(probe.read_text())
+    record["trained_on"] = "A"
+    probe.write_text(json.dumps(record))
+    records = load_results([tmp_path])
+    main, _ = pick(records)
+    assert set(main) == {("c8_steerable", "classify", "A"), ("radial_profile", "classify", "A")}
+    page = build_page(records, paper=None, figures=tmp_path / "figures", page=tmp_path / "results.md")
+    margins = table_rows(page, "margin over `radial_profile`")
+    assert margins[2][:5] == ["classify", "A", "`c8_steerable`", "97.50 %", "92.00 %"]
+    assert margins[2][5].startswith("+5.50 ± 0.")
+    probed = table_rows(page, "The shortcut probe")
+    assert probed[2][:8] == ["classify", "`c8_steerable`", "A", "C-euclid", "97.50 %", "35.00 %", "0.520",
+                             "0.90 / 0.10 / 0.05"]
+    assert "| C-euclid |" not in page.split("## Table 2")[0]  # not a row of Table 1
