@@ -132,18 +132,11 @@ def predict_tta(model, images, preprocess, device, batch_size, task):
     """Outputs averaged over the 8 rotations and flips (as ``lenszoo predict --tta``): class
     probabilities averaged, returned as log-probabilities (their softmax is the average), or the
     mean regressed value."""
-    import torch
-
     from .metrics import predict
-    from .scoring import dihedral_views
+    from .scoring import view_average
 
     x = preprocess(images) if preprocess is not None else images
-    total = None
-    for view in dihedral_views(x):
-        out = predict(model, view, device, batch_size)
-        out = torch.softmax(out.double(), 1) if task == "classify" else out.double()
-        total = out if total is None else total + out
-    mean = total / 8
+    mean = view_average(lambda view: predict(model, view, device, batch_size), x, task)
     return (mean.clamp_min(1e-300).log() if task == "classify" else mean).float()
 
 

@@ -240,6 +240,21 @@ def dihedral_views(images):
             yield torch.rot90(flipped, k, dims=(-2, -1))
 
 
+def view_average(outputs_of, x, task: str, *, tta: bool = True):
+    """The mean over the 8 dihedral views of ``x`` (or ``x`` alone without ``tta``) of
+    ``outputs_of(view)``: class probabilities for classify (softmax first), values for regress;
+    float64, shape ``(N, 3)`` or ``(N, 1)``. One implementation for predict and evaluate."""
+    import torch
+
+    views = list(dihedral_views(x)) if tta else [x]
+    total = None
+    for view in views:
+        out = outputs_of(view).double()
+        out = torch.softmax(out, 1) if task == "classify" else out.reshape(len(view), 1)
+        total = out if total is None else total + out
+    return total / len(views)
+
+
 def model_identity(model) -> tuple[str, str]:
     """A readable id of a loaded model and the sha256 of its weights (what each row records)."""
     config = getattr(model, "lenszoo_config", None) or {}
@@ -272,14 +287,9 @@ class Scorer:
 
         x = (self.preprocess(images) if self.preprocess is not None else torch.from_numpy(images))[:, None]
         x = x.to(self.device)
-        views = list(dihedral_views(x)) if self.tta else [x]
-        total = None
         with torch.inference_mode():
-            for view in views:
-                out = self.model(view).float()
-                out = torch.softmax(out, 1) if self.task == "classify" else out.reshape(-1)
-                total = out if total is None else total + out
-        return (total / len(views)).cpu().numpy()
+            mean = view_average(self.model, x, self.task, tta=self.tta).float()
+        return (mean if self.task == "classify" else mean.reshape(-1)).cpu().numpy()
 
 
 def columns_for(task: str) -> list[str]:
