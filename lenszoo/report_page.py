@@ -220,11 +220,14 @@ def control_table(main) -> str:
             for arch in sorted({k[0] for k in main if k[1:] == (task, dataset)} - {CONTROL}, key=_arch_order):
                 record = main[(arch, task, dataset)]
                 diff, se = _difference(record, control)
+                digits = 2 if task == "classify" else 3
                 rows.append([task, dataset, f"`{arch}`", show(record["metrics"].get(metric)),
-                             show(control["metrics"].get(metric)), f"{scale * diff:+.2f} ± {scale * se:.2f} {unit}"])
+                             show(control["metrics"].get(metric)),
+                             f"{scale * diff:+.{digits}f} ± {scale * se:.{digits}f} {unit}"])
     if not rows:
         return f"_No `{CONTROL}` evaluation yet._"
-    return _table(["task", "dataset", "network", "network", f"`{CONTROL}`", "margin (+ = network better)"], rows)
+    return _table(["task", "dataset", "network", "its test figure", f"`{CONTROL}`", "margin (+ = network better)"],
+                  rows)
 
 
 def transfer_table(transfer, main) -> str:
