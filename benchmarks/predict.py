@@ -2,12 +2,15 @@
 
     python benchmarks/predict.py                       # c8_steerable classify A, 8,192 images
     python benchmarks/predict.py --arch hnet --n 4096 --workers 0
+    python benchmarks/predict.py --engines torch          # skip the onnxruntime rows
 
 Writes the same synthetic lenses (a ring plus noise; the content does not change the speed) as
 FITS cubes and as .npy stacks into a temporary folder, then times: the bare forward pass on
 normalised in-memory batches, and `predict` from each folder to a CSV (reading in worker
 processes, normalisation, batching, writing rows). Prints images/s and the ratio to the bare
-forward speed. Run it on an idle machine; the figures are this machine's.
+forward speed, for each engine (PyTorch, and onnxruntime when installed: ``--engine
+onnxruntime``); ratios to PyTorch's bare forward pass. Run it on an idle machine; the figures are
+this machine's.
 """
 
 from __future__ import annotations
@@ -35,27 +38,31 @@ def synthetic_lenses(n: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def bare_forward(model, images, batch_size: int) -> float:
+def bare_forward(model, images, batch_size: int, engine: str = "torch") -> float:
     import torch
 
+    from lenszoo.scoring import OnnxForward
+
+    forward = OnnxForward(model) if engine == "onnxruntime" else model
     best = 0.0
     for _ in range(2):  # the first pass warms up the kernels
         started = time.perf_counter()
         with torch.inference_mode():
             for s in range(0, len(images), batch_size):
-                model(model.preprocess(images[s:s + batch_size])[:, None])
+                forward(model.preprocess(images[s:s + batch_size])[:, None])
         best = max(best, len(images) / (time.perf_counter() - started))
     return best
 
 
-def end_to_end(model, folder: Path, out: Path, *, batch_size: int, workers: int) -> tuple[float, int]:
+def end_to_end(model, folder: Path, out: Path, *, batch_size: int, workers: int,
+               engine: str = "torch") -> tuple[float, int]:
     from lenszoo.scoring import RowWriter, columns_for, find_inputs, score_files
 
     files, problems = find_inputs([folder])
     assert not problems, problems
     writer = RowWriter(out, fmt="csv", columns=columns_for(model.lenszoo_config["task"]))
-    started = time.perf_counter()
-    counts = score_files(model, files, batch_size=batch_size, workers=workers, on_rows=writer.write)
+    started = time.perf_counter()  # includes onnxruntime's export and check (seconds, once per run)
+    counts = score_files(model, files, batch_size=batch_size, workers=workers, on_rows=writer.write, engine=engine)
     writer.close()
     return counts["images"] / (time.perf_counter() - started), counts["images"]
 
@@ -69,7 +76,15 @@ def main():
     parser.add_argument("--per-file", type=int, default=512, help="images per FITS cube / .npy stack")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--engines", default="torch,onnxruntime", help="comma-separated: torch, onnxruntime")
     args = parser.parse_args()
+    engines = [e for e in args.engines.split(",") if e]
+    if "onnxruntime" in engines:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            print("onnxruntime is not installed (pip install 'lenszoo[onnx]'): torch rows only")
+            engines.remove("onnxruntime")
 
     import torch
     from astropy.io import fits
@@ -92,16 +107,20 @@ def main():
             chunk = images[start:start + args.per_file]
             fits.PrimaryHDU(chunk).writeto(tmp / "fits" / f"cube{i:04d}.fits")
             np.save(tmp / "npy" / f"stack{i:04d}.npy", chunk)
-        bare = bare_forward(model, torch.from_numpy(images), args.batch_size)
-        rows = [("bare forward (normalised, in memory)", bare, None)]
-        for kind in ("fits", "npy"):
-            rate, n = end_to_end(model, tmp / kind, tmp / f"{kind}.csv", batch_size=args.batch_size,
-                                 workers=args.workers)
-            assert n == args.n
-            rows.append((f"predict from {kind.upper()} files to CSV", rate, rate / bare))
+        bare = None
+        rows = []
+        for engine in engines:
+            rate = bare_forward(model, torch.from_numpy(images), args.batch_size, engine)
+            bare = bare or rate  # the first engine's bare forward pass is the reference
+            rows.append((f"[{engine}] bare forward (normalised, in memory)", rate, rate / bare))
+            for kind in ("fits", "npy"):
+                rate, n = end_to_end(model, tmp / kind, tmp / f"{kind}-{engine}.csv", batch_size=args.batch_size,
+                                     workers=args.workers, engine=engine)
+                assert n == args.n
+                rows.append((f"[{engine}] predict from {kind.upper()} files to CSV", rate, rate / bare))
     width = max(len(r[0]) for r in rows)
     for name, rate, ratio in rows:
-        share = f"{ratio:6.0%} of bare" if ratio is not None else ""
+        share = f"{ratio:6.0%} of torch's bare forward"
         print(f"  {name:<{width}}  {rate:8,.0f} img/s  {share}")
 
 

@@ -41,7 +41,8 @@ def predict(model, inputs, task="classify", dataset="A", **options):
     """Score images: ``inputs`` are FITS/.npy/PNG files, folders of them, or an array of
     ``(H, W)`` / ``(N, H, W)`` images; returns one dict per image (class probabilities or
     log10 m_a, the model and its weights' sha256), as ``lenszoo predict`` writes them. Options:
-    ``tta``, ``resize``, ``hdu``, ``batch_size``, ``workers``, ``device``."""
+    ``tta``, ``resize``, ``hdu``, ``batch_size``, ``workers``, ``device``, ``engine`` ("torch" or
+    "onnxruntime")."""
     from .scoring import predict as _predict
 
     return _predict(model, inputs, task=task, dataset=dataset, **options)

@@ -187,6 +187,27 @@ def test_tta_is_invariant_to_the_eight_rotations_and_flips(checkpoints, images):
         np.testing.assert_allclose(group[0], untouched.mean(0), atol=1e-5)
 
 
+def test_the_onnxruntime_engine_gives_pytorchs_rows(tmp_path, checkpoints, images):
+    """--engine onnxruntime: the same rows (to float rounding) from a graph exported and checked
+    on the fly; TTA and regression go through it too; a GPU device is refused in one line."""
+    pytest.importorskip("onnxruntime")
+    for task, columns, tta in (("classify", CLASSES, True), ("regress", ["log10_m_a"], False)):
+        plain = lenszoo.predict(str(checkpoints[task]), images, tta=tta)
+        fast = lenszoo.predict(str(checkpoints[task]), images, tta=tta, engine="onnxruntime")
+        np.testing.assert_allclose([[r[c] for c in columns] for r in fast],
+                                   [[r[c] for c in columns] for r in plain], atol=1e-4)
+        assert [r["model_sha256"] for r in fast] == [r["model_sha256"] for r in plain]
+    path = tmp_path / "cube.fits"
+    fits.PrimaryHDU(images).writeto(path)
+    result = cli("predict", checkpoints["classify"], path, "--engine", "onnxruntime", "--out", tmp_path / "o.csv",
+                 "--quiet")
+    assert result.exit_code == 0, result.output
+    assert len(read_rows(tmp_path / "o.csv")) == len(images)
+    refused = cli("predict", checkpoints["classify"], path, "--engine", "onnxruntime", "--device", "cuda",
+                  "--out", tmp_path / "g.csv")
+    assert refused.exit_code != 0 and "onnxruntime" in refused.output and "Traceback" not in refused.output
+
+
 def test_regression_rows_and_the_fits_hdu_option(tmp_path, checkpoints, images):
     path = tmp_path / "two.fits"
     fits.HDUList([fits.PrimaryHDU(images[:2]), fits.ImageHDU(images[2:5])]).writeto(path)

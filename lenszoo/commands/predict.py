@@ -31,9 +31,12 @@ from ..hookspecs import hookimpl
 @click.option("--workers", type=int, default=1, show_default=True, help="Processes reading files while the "
               "model scores (0: read in the main process).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--engine", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
+              help="What runs the network: PyTorch, or onnxruntime on the CPU (exported and checked first; "
+                   "~1.5x faster on CPUs; needs lenszoo[onnx]).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, resume, batch_size, workers, device,
-                    quiet):
+                    engine, quiet):
     """Score every image in INPUTS (FITS, .fits.gz, .npy or PNG files, or folders of them) with MODEL
     (a registered architecture's released weights, hf-hub:ORG/NAME@REV, a run directory or a
     checkpoint folder): one row per image with class probabilities (or log10 m_a), the model
@@ -69,6 +72,10 @@ def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, re
         target, target_fmt = part_path(out, rank, world, fmt), part_format(fmt)
     for problem in problems if rank == 0 else []:
         click.echo(f"skipped {problem}", err=True)
+    if engine == "onnxruntime":
+        if device not in ("auto", "cpu"):
+            raise LenszooError(f"--engine onnxruntime runs on the CPU; drop --device {device} or use --engine torch")
+        device = "cpu"
     torch_device = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
     loaded = load_model(model, task=task, dataset=dataset, device=torch_device)
     task = loaded.lenszoo_config["task"]
@@ -91,7 +98,7 @@ def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, re
     try:
         counts = score_files(loaded, files, tta=tta, resize=resize, hdu=hdu, batch_size=batch_size,
                              workers=workers, device=torch_device, skip=writer.done, on_rows=writer.write,
-                             on_problem=report, progress=bar.update if bar is not None else None)
+                             on_problem=report, progress=bar.update if bar is not None else None, engine=engine)
     except BaseException:
         writer.handle.close()  # every finished batch is on disk; --resume continues
         raise
