@@ -58,6 +58,15 @@ def pick(results: list[dict], released=frozenset()) -> tuple[dict, dict]:
     return main, rotations
 
 
+def _most_images(groups: dict, released) -> dict:
+    """Per key: the record on the most images, among the released weights' records where there are any."""
+    chosen = {}
+    for key, records in groups.items():
+        records = [r for r in records if _dig(r, "model", "weights_sha256") in released] or records
+        chosen[key] = max(records, key=lambda r: r.get("n") or 0)
+    return chosen
+
+
 def is_transfer(record) -> bool:
     """An evaluation on another dataset than the model was trained on (the shortcut probe)."""
     trained_on = record.get("trained_on")
@@ -71,11 +80,7 @@ def pick_transfer(results: list[dict], released=frozenset()) -> dict:
     for record in results:
         if record.get("split", "test") == "test" and is_transfer(record):
             groups[(record["arch"], record["task"], str(record["trained_on"]), str(record["dataset"]))].append(record)
-    chosen = {}
-    for key, records in groups.items():
-        records = [r for r in records if _dig(r, "model", "weights_sha256") in released] or records
-        chosen[key] = max(records, key=lambda r: r.get("n") or 0)
-    return chosen
+    return _most_images(groups, released)
 
 
 def _fmt(value, spec, default="—"):
@@ -275,11 +280,7 @@ def pick_tta(results: list[dict], released=frozenset()) -> dict:
     for record in results:
         if record.get("split", "test") == "test" and isinstance(record.get("tta"), dict):
             groups[_key(record)].append(record)
-    chosen = {}
-    for key, records in groups.items():
-        records = [r for r in records if _dig(r, "model", "weights_sha256") in released] or records
-        chosen[key] = max(records, key=lambda r: r.get("n") or 0)
-    return chosen
+    return _most_images(groups, released)
 
 
 def tta_table(tta) -> str:

@@ -229,8 +229,12 @@ class LensingSimulator:
     class_names = CLASS_NAMES
     splits = SPLITS
 
+    # what a subclass with another lens model changes (lenszoo.data.matched)
+    check_config = staticmethod(_check_config)
+    model_class = _Model
+
     def __init__(self, name: str, config: dict, description: str = ""):
-        _check_config(config)
+        self.check_config(config)
         self.name = name
         self.config = copy.deepcopy(config)
         self.description = description
@@ -238,7 +242,7 @@ class LensingSimulator:
         self._model: _Model | None = None
 
     def __repr__(self):
-        return f"LensingSimulator({self.name!r}: {self.config['instrument']['description']})"
+        return f"{type(self).__name__}({self.name!r}: {self.config['instrument']['description']})"
 
     # Built lenstronomy objects stay in their process; a pickled generator rebuilds them.
     def __getstate__(self):
@@ -253,7 +257,7 @@ class LensingSimulator:
     @property
     def model(self) -> _Model:
         if self._model is None:
-            self._model = _Model(self.config)
+            self._model = self.model_class(self.config)
         return self._model
 
     def warm_up(self):
@@ -347,12 +351,15 @@ class LensingSimulator:
             },
         ]
 
+    def kwargs_source(self, realization: Realization) -> list[dict]:
+        """lenstronomy source kwargs of ``realization`` (the fixed Sersic, moved to its centre)."""
+        return [{**self.model.kwargs_source, "center_x": realization.source_x, "center_y": realization.source_y}]
+
     def render(self, realization: Realization, *, noise: bool = True) -> np.ndarray:
         """The float32 image (counts per second per pixel) of ``realization``."""
         model = self.model
-        kwargs_source = [{**model.kwargs_source, "center_x": realization.source_x, "center_y": realization.source_y}]
         # No lens light and no point sources: skip their (empty) convolutions.
-        image = model.image_model.image(self.kwargs_lens(realization), kwargs_source,
+        image = model.image_model.image(self.kwargs_lens(realization), self.kwargs_source(realization),
                                         lens_light_add=False, point_source_add=False)
         if noise:
             # lenstronomy's noise model (SingleBand.noise_for_model: background = sky + read

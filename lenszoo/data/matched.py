@@ -15,7 +15,6 @@ This module is the ``matched_datasets`` plugin; its generators keep A/B's guaran
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -25,7 +24,7 @@ from ..errors import LenszooError, UnknownNameError
 from ..hookspecs import hookimpl
 from ..tasks import CLASS_NAMES
 from . import physics
-from .lensing import INSTRUMENTS, SPLITS, _check_index, _merge, _stream, check_split
+from .lensing import INSTRUMENTS, LensingSimulator, _merge, _stream
 
 GENERATOR_NAME = "lenszoo.matched"
 GENERATOR_VERSION = 1
@@ -217,44 +216,21 @@ class _Model:
         self.shape = (config["num_pix"], config["num_pix"])
 
 
-class MatchedLensingSimulator:
-    """Generator of C-euclid or C-hst: ``simulate(split, index, seed)`` -> (image, metadata)."""
+class MatchedLensingSimulator(LensingSimulator):
+    """Generator of C-euclid or C-hst: ``simulate(split, index, seed)`` -> (image, metadata).
+
+    Seeds, splits, classes, noise and ``simulate`` are A/B's (``LensingSimulator``); the draws,
+    the lens and source kwargs and the lenstronomy model are C's."""
 
     version = GENERATOR_VERSION
     generator_name = GENERATOR_NAME
-    class_names = CLASS_NAMES
-    splits = SPLITS
+    check_config = staticmethod(_check_config)
+    model_class = _Model
 
     def __init__(self, name: str, config: dict, description: str = ""):
-        _check_config(config)
-        self.name = name
-        self.config = copy.deepcopy(config)
-        self.description = description
-        self._name_key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
-        self._model: _Model | None = None
+        super().__init__(name, config, description)
         # theta_E^2 of one solar mass: masses and Einstein radii squared are interchangeable
         self._theta2_per_msun = float(physics.einstein_radius_arcsec(1.0, config["cosmology"])) ** 2
-
-    def __repr__(self):
-        return f"MatchedLensingSimulator({self.name!r}: {self.config['instrument']['description']})"
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_model"] = None
-        return state
-
-    @property
-    def image_shape(self) -> tuple[int, int]:
-        return (self.config["num_pix"], self.config["num_pix"])
-
-    @property
-    def model(self) -> _Model:
-        if self._model is None:
-            self._model = _Model(self.config)
-        return self._model
-
-    def warm_up(self):
-        self.render(self.draw_from_seed(0, "cdm"), noise=True)
 
     def nominal_einstein_radius(self) -> float:
         return float(math.sqrt(self.config["main_lens"]["effective_mass_msun"] * self._theta2_per_msun))
@@ -272,20 +248,6 @@ class MatchedLensingSimulator:
             "mean_subhalo_mass_msun": power_law_mass_mean(sub["mass_min_msun"], sub["mass_max_msun"],
                                                           sub["mass_function_slope"]),
         }
-
-    # -- randomness ------------------------------------------------------------
-    def image_seed(self, split: str, index: int, seed: int = 0) -> int:
-        check_split(split)
-        index = _check_index(index)
-        seed = _check_index(seed, "seed")
-        sequence = np.random.SeedSequence(seed, spawn_key=(self._name_key, SPLITS.index(split), index))
-        return int(sequence.generate_state(1, np.uint64)[0])
-
-    def class_of(self, index: int) -> str:
-        return self.class_names[_check_index(index) % len(self.class_names)]
-
-    def draw(self, split: str, index: int, seed: int = 0, *, class_name: str | None = None) -> MatchedRealization:
-        return self.draw_from_seed(self.image_seed(split, index, seed), class_name or self.class_of(index))
 
     def _draw_lens(self, rng) -> dict:
         main = self.config["main_lens"]
@@ -397,28 +359,6 @@ class MatchedLensingSimulator:
         # absent clumps: zero-amplitude profiles, so the light model list is one fixed list
         blank = {"amp": 0.0, "R_sersic": 0.1, "n_sersic": 1.0, "e1": 0.0, "e2": 0.0, "center_x": 0.0, "center_y": 0.0}
         return list(kwargs) + [dict(blank) for _ in range(model.n_sources - len(lights))]
-
-    def render(self, realization: MatchedRealization, *, noise: bool = True) -> np.ndarray:
-        model = self.model
-        image = model.image_model.image(self.kwargs_lens(realization), self.kwargs_source(realization),
-                                        lens_light_add=False, point_source_add=False)
-        if noise:
-            rng = _stream(realization.image_seed, _NOISE_STREAM)
-            background = rng.standard_normal(model.shape) * model.background_noise
-            poisson = rng.standard_normal(model.shape) * model.sim.flux_noise(image)
-            image = image + background + poisson
-        return image.astype(np.float32)
-
-    def simulate(self, split: str, index: int, seed: int = 0, *, class_name: str | None = None,
-                 noise: bool = True) -> tuple[np.ndarray, dict]:
-        realization = self.draw(split, index, seed, class_name=class_name)
-        meta = realization.metadata()
-        meta.update(split=split, index=int(index))
-        return self.render(realization, noise=noise), meta
-
-    def simulate_from_seed(self, image_seed: int, class_name: str, *, noise: bool = True):
-        realization = self.draw_from_seed(_check_index(image_seed, "image seed"), class_name)
-        return self.render(realization, noise=noise), realization.metadata()
 
     def effective_einstein_radius(self, realization: MatchedRealization, *, points: int = 720) -> float:
         """The radius about the lens centre inside which the mean convergence of the whole lens
