@@ -36,7 +36,8 @@ def find_results(paths) -> list[Path]:
     found = []
     for path in map(Path, paths):
         if path.is_dir():
-            files = sorted(path.rglob(RESULTS_FILE))
+            # results.json of `lenszoo evaluate`, LABEL.results.json of `lenszoo report --records`
+            files = sorted({*path.rglob(RESULTS_FILE), *path.rglob("*." + RESULTS_FILE)})
             if not files:
                 raise LenszooError(f"no {RESULTS_FILE} under {path}; run `lenszoo evaluate` first")
             found += files

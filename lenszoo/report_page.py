@@ -343,6 +343,15 @@ def learning_curves(main, path: Path) -> bool:
     return True
 
 
+def is_figures_folder(path) -> bool:
+    """A folder of page figures: its learning curves, or nothing but copied ROC / scatter plots."""
+    path = Path(path)
+    if (path / "learning_curves.png").is_file():
+        return True
+    names = [p.name for p in path.iterdir() if not p.name.startswith(".")]
+    return bool(names) and all(n.endswith(("-roc_curves.png", "-scatter.png")) for n in names)
+
+
 def copy_plots(main, figures: Path) -> list[tuple[str, str]]:
     """The ROC / scatter PNGs of each main evaluation, copied beside the page: (caption, file name)."""
     copied = []
@@ -354,7 +363,8 @@ def copy_plots(main, figures: Path) -> list[tuple[str, str]]:
                 continue
             source = folder / plot
             if source.is_file():
-                name = f"{arch}-{task}-{dataset}-{plot}"
+                kind = ".".join(Path(plot).name.split(".")[-2:])  # roc_curves.png, also as LABEL.roc_curves.png
+                name = f"{arch}-{task}-{dataset}-{kind}"
                 shutil.copyfile(source, figures / name)
                 copied.append((f"{arch}, {task}, {dataset}", name))
     return copied
@@ -411,6 +421,68 @@ def build_page(results: list[dict], *, paper: dict | None, figures: Path, page: 
         parts += [f"![{caption}]({rel}/{name})" for caption, name in plots]
         parts.append("")
     return "\n".join(parts).rstrip() + "\n"
+
+
+# -- the evaluations the page is made of ----------------------------------------------------------
+# Kept in git beside the page (``lenszoo report --records DIR``), so the page regenerates from a
+# clone alone: run folders and test sets live in scratch space and are lost with the machine.
+RECORDS_FORMAT = "lenszoo-report-records"
+RECORDS_INDEX = "index.json"
+
+
+def page_records(results: list[dict], released=frozenset()) -> dict[str, dict]:
+    """Every evaluation the page shows, under a file label."""
+    main, rotations = pick(results, released)
+    picked = {f"{a}-{t}-{d}-test": r for (a, t, d), r in main.items()}
+    picked.update({f"{a}-{t}-{d}-rotations": r for (a, t, d), r in rotations.items()})
+    picked.update({f"{a}-{t}-{d}-tta": r for (a, t, d), r in pick_tta(results, released).items()})
+    picked.update({f"{a}-{t}-{src}-on-{d}": r for (a, t, src, d), r in pick_transfer(results, released).items()})
+    return picked
+
+
+def is_records_folder(path) -> bool:
+    from .files import json_says
+
+    return json_says(Path(path) / RECORDS_INDEX, "format", RECORDS_FORMAT)
+
+
+def _records_files(folder: Path) -> list[str]:
+    import json
+
+    try:
+        files = json.loads((Path(folder) / RECORDS_INDEX).read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError):
+        return []
+    return [RECORDS_INDEX, *[f for f in files if isinstance(f, str)]]
+
+
+def write_records(folder, picked: dict[str, dict]) -> list[str]:
+    """Write each picked record as LABEL.results.json with its ROC / scatter plots beside it, and an
+    index of the files; a file an earlier call wrote and this one did not is removed, nothing else."""
+    import json
+
+    from .evaluate import RESULTS_FILE
+    from .files import output_folder
+
+    written = []
+    with output_folder(folder, what="folder of report records", is_ours=is_records_folder,
+                       previous_files=_records_files, option="--records") as tmp:
+        for label, record in sorted(picked.items()):
+            source = Path(record["_path"]).parent
+            plots = []
+            for plot in record.get("plots", []):
+                if isinstance(plot, str) and plot != "confusion_matrix.png" and (source / plot).is_file():
+                    shutil.copyfile(source / plot, tmp / f"{label}.{plot}")
+                    plots.append(f"{label}.{plot}")
+            kept = {k: v for k, v in record.items() if k != "_path"}
+            kept["plots"] = plots
+            (tmp / f"{label}.{RESULTS_FILE}").write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n")
+            written += [f"{label}.{RESULTS_FILE}", *plots]
+        index = {"format": RECORDS_FORMAT, "files": written,
+                 "about": "the lenszoo evaluate results a results page was generated from (lenszoo report "
+                          "--records); pass this folder to lenszoo report to regenerate the page"}
+        (tmp / RECORDS_INDEX).write_text(json.dumps(index, indent=2) + "\n")
+    return written
 
 
 # -- the README's headline table ------------------------------------------------------------------

@@ -122,3 +122,52 @@ def test_the_page_keeps_transfer_evaluations_apart_and_measures_margins_over_the
     assert probed[2][:8] == ["classify", "`c8_steerable`", "A", "C-euclid", "97.50 %", "35.00 %", "0.520",
                              "0.90 / 0.10 / 0.05"]
     assert "| C-euclid |" not in page.split("## Table 2")[0]  # not a row of Table 1
+
+
+def test_the_page_regenerates_from_its_kept_records_alone(tmp_path):
+    """`--records` keeps every evaluation the page shows (with its plots) beside the page: passing
+    that folder back gives the same page after the run folders are gone, and the folder is only
+    ever rewritten by lenszoo report."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    result_file(runs / "c8-A", "c8_steerable", "A", accuracy=0.975, auc=0.998, n=15000)
+    (runs / "c8-A" / "roc_curves.png").write_bytes(b"\x89PNG fake plot")
+    record = json.loads((runs / "c8-A" / "results.json").read_text())
+    record["plots"] = ["roc_curves.png"]
+    (runs / "c8-A" / "results.json").write_text(json.dumps(record))
+    result_file(runs / "rp-A", "radial_profile", "A", accuracy=0.92, auc=0.98, n=15000)
+    result_file(runs / "old-small", "radial_profile", "A", accuracy=0.5, auc=0.5, n=30)  # not on the page
+    kept = tmp_path / "docs" / "results-data"
+
+    def page(*sources, records=kept):
+        out = tmp_path / "docs" / "results.md"
+        result = cli("report", *sources, "--page", out, "--records", records)
+        assert result.exit_code == 0, result.output
+        return out.read_text().split("\n", 3)[3]  # below the line naming the command
+
+    first = page(runs)
+    names = sorted(p.name for p in kept.iterdir())
+    assert names == ["c8_steerable-classify-A-test.results.json", "c8_steerable-classify-A-test.roc_curves.png",
+                     "index.json", "radial_profile-classify-A-test.results.json"]
+    shutil.rmtree(runs)
+    (tmp_path / "docs" / "results-figures" / "c8_steerable-classify-A-roc_curves.png").unlink()
+    assert page(kept) == first
+    assert (tmp_path / "docs" / "results-figures" / "c8_steerable-classify-A-roc_curves.png").read_bytes() == \
+        b"\x89PNG fake plot"
+
+    # a record the page no longer shows is removed; a file of the user's is never touched
+    (kept / "notes.txt").write_text("mine")
+    (kept / "radial_profile-classify-A-test.results.json").unlink()
+    page(kept)
+    assert (kept / "notes.txt").read_text() == "mine"
+    assert not (kept / "radial_profile-classify-A-test.results.json").exists()
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("x")
+    result = cli("report", kept, "--page", tmp_path / "docs" / "results.md", "--records", foreign)
+    assert result.exit_code == 1 and "never replaces" in result.output and len(result.output.strip().splitlines()) == 1
+    assert (foreign / "thesis.tex").read_text() == "x"
+    result = cli("report", kept, "--records", tmp_path / "new")
+    assert result.exit_code == 1 and "--page" in result.output

@@ -142,10 +142,13 @@ def evaluate_command(model, dataset, split, data_dir, n_per_class, task, rotatio
 @click.option("--figures", type=click.Path(), help="Folder for the page's figures [default: beside --page, "
               "PAGE-figures/].")
 @click.option("--notes", type=click.Path(), help="Markdown included verbatim at the top of the page.")
+@click.option("--records", "records_dir", type=click.Path(file_okay=False),
+              help="With --page: also keep every evaluation the page shows (results and plots) in this folder, "
+                   "to commit beside the page; passing the folder back regenerates the page without the runs.")
 @click.option("--readme", type=click.Path(exists=True, dir_okay=False),
               help="Also rewrite the headline table between the markers in this file (README.md) from the "
                    "weights manifest.")
-def report_command(results, paper, rotations, out, page, figures, notes, readme):
+def report_command(results, paper, rotations, out, page, figures, notes, records_dir, readme):
     """Markdown tables (the seed paper's Tables 1 and 2) from results.json files or folders holding them,
     or with --page the whole generated results page."""
     import shlex
@@ -158,6 +161,12 @@ def report_command(results, paper, rotations, out, page, figures, notes, readme)
     for target in (out, page):
         if target:
             claim_output(target, what="lenszoo report", is_ours=is_report_file, kind="file")
+    if records_dir:
+        from ..report_page import is_records_folder
+
+        if not page:
+            raise LenszooError("--records keeps the evaluations a results page shows: give --page too")
+        claim_output(records_dir, what="folder of report records", is_ours=is_records_folder, option="--records")
     records = load_results(results)
     published = load_paper(paper) if paper else None
     if readme:
@@ -171,17 +180,23 @@ def report_command(results, paper, rotations, out, page, figures, notes, readme)
                                                         where=str(readme_path)))
         click.echo(f"headline table in {readme} rewritten", err=True)
     if page:
-        from ..report_page import build_page
+        from ..report_page import build_page, is_figures_folder
 
         page_path = Path(page)
         figures_dir = Path(figures) if figures else page_path.with_name(page_path.stem + "-figures")
         claim_output(figures_dir, what="folder of report figures",
-                     is_ours=lambda path: (path / "learning_curves.png").is_file(), option="--figures")
+                     is_ours=is_figures_folder, option="--figures")
         notes_text = Path(notes).read_text(encoding="utf-8") if notes else None
         command = "lenszoo report " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else \
             "lenszoo report --page"
+        released = _released_sha256s()
         text = build_page(records, paper=published, figures=figures_dir, page=page_path, notes=notes_text,
-                          command=command, released=_released_sha256s())
+                          command=command, released=released)
+        if records_dir:  # before the page, so a page never names records that were not written
+            from ..report_page import page_records, write_records
+
+            kept = write_records(records_dir, page_records(records, released))
+            click.echo(f"{len(kept)} files the page is made of kept in {records_dir}", err=True)
         output_file(page, text, what="lenszoo report", is_ours=is_report_file)
         click.echo(f"results page written to {page} (figures in {figures_dir})", err=True)
         if not out:
