@@ -9,8 +9,9 @@ FITS cubes and as .npy stacks into a temporary folder, then times: the bare forw
 normalised in-memory batches, and `predict` from each folder to a CSV (reading in worker
 processes, normalisation, batching, writing rows). Prints images/s and the ratio to the bare
 forward speed, for each engine (PyTorch, and onnxruntime when installed: ``--engine
-onnxruntime``); ratios to PyTorch's bare forward pass. Run it on an idle machine; the figures are
-this machine's.
+onnxruntime``); ratios to PyTorch's bare forward pass. Last, the arithmetic: the model's FLOPs per
+image and this machine's fp32 matmul rate, i.e. the images/s no implementation of these weights
+could beat here. Run it on an idle machine; the figures are this machine's.
 """
 
 from __future__ import annotations
@@ -67,6 +68,32 @@ def end_to_end(model, folder: Path, out: Path, *, batch_size: int, workers: int,
     return counts["images"] / (time.perf_counter() - started), counts["images"]
 
 
+def flops_per_image(model) -> float:
+    """Floating-point operations (a multiply-add counts two) of one forward pass, by torch's counter."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(model.preprocess(torch.zeros(1, 64, 64))[:, None])
+    return float(counter.get_total_flops())
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 8) -> float:
+    """The fp32 rate this machine's BLAS reaches on a large square matmul: a practical ceiling for
+    any dense network here."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = max(best, 2 * size ** 3 / (time.perf_counter() - started) / 1e9)
+    return best
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="c8_steerable")
@@ -99,6 +126,7 @@ def main():
     print(f"{args.arch} ({model.lenszoo_config.get('form', 'trainable')}), {args.n} images in files of "
           f"{args.per_file}, batch {args.batch_size}, {args.workers} reading worker(s), {torch.get_num_threads()} "
           "torch threads")
+    peak_before = matmul_gflops()  # measured before and after the rows; a shared machine varies
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "fits").mkdir()
@@ -122,6 +150,12 @@ def main():
     for name, rate, ratio in rows:
         share = f"{ratio:6.0%} of torch's bare forward"
         print(f"  {name:<{width}}  {rate:8,.0f} img/s  {share}")
+    # What the arithmetic allows: images/s at the machine's own matmul rate, against the best measured
+    flops, peak = flops_per_image(model), max(peak_before, matmul_gflops())
+    fastest = max(rate for _, rate, _ in rows)
+    print(f"  {flops / 1e6:,.1f} MFLOP per image; fp32 matmul peak here {peak:,.0f} GFLOP/s -> at most "
+          f"{peak * 1e9 / flops:,.0f} img/s if every layer ran at the matmul rate; the fastest row above runs at "
+          f"{fastest * flops / 1e9:,.0f} GFLOP/s ({fastest * flops / 1e9 / peak:.0%} of the peak)")
 
 
 if __name__ == "__main__":
