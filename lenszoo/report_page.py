@@ -470,7 +470,8 @@ def write_records(folder, picked: dict[str, dict]) -> list[str]:
         for label, record in sorted(picked.items()):
             source = Path(record["_path"]).parent
             plots = []
-            for plot in record.get("plots", []):
+            shown = record.get("plots", []) if label.endswith("-test") else []  # the page shows the main ones
+            for plot in shown:
                 if isinstance(plot, str) and plot != "confusion_matrix.png" and (source / plot).is_file():
                     shutil.copyfile(source / plot, tmp / f"{label}.{plot}")
                     plots.append(f"{label}.{plot}")
