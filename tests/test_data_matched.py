@@ -124,6 +124,29 @@ def test_images_are_deterministic_and_independent_of_worker_count(tmp_path):
     assert np.array_equal(again, image)
 
 
+def test_every_clump_count_renders_as_one_fixed_five_component_source(generator):
+    """Images render with as many Sersic components as they have clumps (for speed); that must
+    give the very bits of the full source list with absent clumps at zero amplitude."""
+    from lenstronomy.SimulationAPI.sim_api import SimAPI
+
+    model = generator.model
+    full = SimAPI(64, dict(generator.config["instrument"]["band"]), model._kwargs_model) \
+        .image_model_class(dict(generator.config["numerics"]))
+    blank = {"amp": 0.0, "R_sersic": 0.1, "n_sersic": 1.0, "e1": 0.0, "e2": 0.0, "center_x": 0.0, "center_y": 0.0}
+    seen = set()
+    for index in range(40):
+        lens = generator.draw("test", index)
+        if len(lens.clumps) in seen:
+            continue
+        seen.add(len(lens.clumps))
+        source = generator.kwargs_source(lens)
+        assert len(source) == 1 + len(lens.clumps)
+        padded = source + [dict(blank) for _ in range(model.n_sources - len(source))]
+        expected = full.image(generator.kwargs_lens(lens), padded, lens_light_add=False, point_source_add=False)
+        assert np.array_equal(generator.render(lens, noise=False), expected.astype(np.float32))
+    assert seen == {0, 1, 2, 3, 4}
+
+
 def test_a_tiny_train_and_evaluate_run_on_c(tmp_path):
     runner = CliRunner()
     data = tmp_path / "C-hst-train"

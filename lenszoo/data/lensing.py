@@ -215,6 +215,10 @@ class _Model:
         self.kwargs_source = kwargs_source
         self.shape = (config["num_pix"], config["num_pix"])
 
+    def image_model_for(self, kwargs_source: list) -> object:
+        """The lenstronomy ``ImageModel`` that renders this source kwargs list."""
+        return self.image_model
+
 
 class LensingSimulator:
     """Generator of one dataset: ``simulate(split, index, seed)`` -> (image, metadata).
@@ -359,8 +363,9 @@ class LensingSimulator:
         """The float32 image (counts per second per pixel) of ``realization``."""
         model = self.model
         # No lens light and no point sources: skip their (empty) convolutions.
-        image = model.image_model.image(self.kwargs_lens(realization), self.kwargs_source(realization),
-                                        lens_light_add=False, point_source_add=False)
+        kwargs_source = self.kwargs_source(realization)
+        image = model.image_model_for(kwargs_source).image(self.kwargs_lens(realization), kwargs_source,
+                                                           lens_light_add=False, point_source_add=False)
         if noise:
             # lenstronomy's noise model (SingleBand.noise_for_model: background = sky + read
             # noise, then Poisson in its Gaussian limit), drawn from this image's own stream.

@@ -205,15 +205,29 @@ class _Model:
         from .deflection import PointMassEnsemble
 
         self.n_sources = 1 + config["source"]["max_clumps"]
-        kwargs_model = {
+        self._numerics = dict(config["numerics"])
+        self._kwargs_model = {
             "lens_model_list": ["EPL_NUMBA", "SHEAR", "TABULATED_DEFLECTIONS"],
             "lens_profile_kwargs_list": [{}, {}, {"custom_class": PointMassEnsemble()}],
             "source_light_model_list": ["SERSIC_ELLIPSE"] * self.n_sources,
         }
-        self.sim = SimAPI(config["num_pix"], dict(config["instrument"]["band"]), kwargs_model)
-        self.image_model = self.sim.image_model_class(dict(config["numerics"]))
+        self.sim = SimAPI(config["num_pix"], dict(config["instrument"]["band"]), self._kwargs_model)
         self.background_noise = float(self.sim.background_noise)
         self.shape = (config["num_pix"], config["num_pix"])
+        self._band = dict(config["instrument"]["band"])
+        self._image_models = {}
+
+    def image_model_for(self, kwargs_source: list) -> object:
+        """An ``ImageModel`` with exactly as many Sersic components as the image has: an absent
+        clump would cost a full supersampled evaluation to add zeros (~7 % of an image each)."""
+        from lenstronomy.SimulationAPI.sim_api import SimAPI
+
+        count = len(kwargs_source)
+        if count not in self._image_models:
+            kwargs_model = {**self._kwargs_model, "source_light_model_list": ["SERSIC_ELLIPSE"] * count}
+            sim = SimAPI(self.shape[0], dict(self._band), kwargs_model)
+            self._image_models[count] = sim.image_model_class(dict(self._numerics))
+        return self._image_models[count]
 
 
 class MatchedLensingSimulator(LensingSimulator):
@@ -356,9 +370,7 @@ class MatchedLensingSimulator(LensingSimulator):
         model, src = self.model, self.config["source"]
         lights = [r.source] + [{**clump, "n_sersic": src["clump_n_sersic"], "e1": 0.0, "e2": 0.0} for clump in r.clumps]
         _, kwargs, _ = model.sim.magnitude2amplitude(kwargs_source_mag=lights)
-        # absent clumps: zero-amplitude profiles, so the light model list is one fixed list
-        blank = {"amp": 0.0, "R_sersic": 0.1, "n_sersic": 1.0, "e1": 0.0, "e2": 0.0, "center_x": 0.0, "center_y": 0.0}
-        return list(kwargs) + [dict(blank) for _ in range(model.n_sources - len(lights))]
+        return list(kwargs)  # the source, then its clumps; render picks the model of that length
 
     def effective_einstein_radius(self, realization: MatchedRealization, *, points: int = 720) -> float:
         """The radius about the lens centre inside which the mean convergence of the whole lens
