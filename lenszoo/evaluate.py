@@ -45,6 +45,17 @@ def resolve_model(name, *, task=None, dataset=None, device="cpu"):
     return model, model.lenszoo_source.describe()
 
 
+def trained_parameter_count(name, model, *, task=None, dataset=None) -> int:
+    """Parameters of the model as trained. The inference form of a steerable CNN holds its filters
+    expanded from their basis (~18x the trained count for ``c8_steerable``): count the trainable form."""
+    if (getattr(model, "lenszoo_config", None) or {}).get("form") != "inference":
+        return sum(p.numel() for p in model.parameters())
+    from .resolve import load_model
+
+    trainable = load_model(name, task=task or "classify", dataset=dataset or "A", trainable=True)
+    return sum(p.numel() for p in trainable.parameters())
+
+
 def is_evaluation_folder(folder) -> bool:
     """True for a folder ``lenszoo evaluate`` wrote (its results.json says so)."""
     return json_says(Path(folder) / RESULTS_FILE, "format", RESULTS_FORMAT)
@@ -284,6 +295,7 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
         claim_output(out, what="lenszoo evaluation folder", is_ours=is_evaluation_folder)
     torch_device = resolve_device(device)
     model, model_info = resolve_model(model_name, task=task, dataset=dataset, device=torch_device)
+    model_dataset = dataset
     config = model.lenszoo_config
     model_task = config["task"]
     if task is not None and task != model_task:
@@ -305,7 +317,8 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
         "trained_on": config.get("dataset"), "model": {**model_info, "images_seen": config.get("images_seen"),
                                                       "recipe": config.get("recipe"),
                                                       "model_args": config.get("model_args"),
-                                                      "parameters": sum(p.numel() for p in model.parameters()),
+                                                      "parameters": trained_parameter_count(
+                                                          model_name, model, task=task, dataset=model_dataset),
                                                       "weights_sha256": config.get("weights_sha256"),
                                                       "compute": config.get("compute"),
                                                       "history": run_history(model_info)},

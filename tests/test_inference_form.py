@@ -48,6 +48,19 @@ def test_the_inference_form_gives_the_trainable_outputs(released_c8, monkeypatch
         fast(torch.zeros(2, 1, 32, 32))  # the same input contract
 
 
+def test_evaluate_reports_the_trained_parameter_count_of_an_inference_form(released_c8, monkeypatch, tmp_path):
+    from lenszoo.evaluate import run_evaluation
+
+    monkeypatch.setenv("LENSZOO_MANIFEST", str(released_c8))
+    trainable = lenszoo.load("c8_steerable", task="classify", dataset="B", trainable=True)
+    expanded = lenszoo.load("c8_steerable", task="classify", dataset="B")
+    trained = sum(p.numel() for p in trainable.parameters())
+    assert sum(p.numel() for p in expanded.parameters()) > trained  # why it matters
+    record = run_evaluation("c8_steerable", task="classify", dataset="B", n_per_class=1, out=tmp_path / "eval",
+                              log=lambda *_: None)
+    assert record["model"]["parameters"] == trained
+
+
 def test_loading_an_equivariant_model_imports_no_escnn(released_c8):
     code = ("import sys, lenszoo; lenszoo.load('c8_steerable', task='classify', dataset='B'); "
             "print(sorted(m for m in ('escnn', 'timm', 'lenstronomy', 'sklearn') if m in sys.modules))")
