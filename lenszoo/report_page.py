@@ -473,8 +473,9 @@ def write_records(folder, picked: dict[str, dict]) -> list[str]:
             shown = record.get("plots", []) if label.endswith("-test") else []  # the page shows the main ones
             for plot in shown:
                 if isinstance(plot, str) and plot != "confusion_matrix.png" and (source / plot).is_file():
-                    shutil.copyfile(source / plot, tmp / f"{label}.{plot}")
-                    plots.append(f"{label}.{plot}")
+                    name = plot if plot.startswith(f"{label}.") else f"{label}.{plot}"  # a kept record, passed back
+                    shutil.copyfile(source / plot, tmp / name)
+                    plots.append(name)
             kept = {k: v for k, v in record.items() if k != "_path"}
             kept["plots"] = plots
             (tmp / f"{label}.{RESULTS_FILE}").write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n")

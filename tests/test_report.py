@@ -155,6 +155,7 @@ def test_the_page_regenerates_from_its_kept_records_alone(tmp_path):
     assert page(kept) == first
     assert (tmp_path / "docs" / "results-figures" / "c8_steerable-classify-A-roc_curves.png").read_bytes() == \
         b"\x89PNG fake plot"
+    assert sorted(p.name for p in kept.iterdir()) == names  # kept records passed back keep their names
 
     # a record the page no longer shows is removed; a file of the user's is never touched
     (kept / "notes.txt").write_text("mine")
