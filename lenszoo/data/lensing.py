@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -340,6 +340,16 @@ class LensingSimulator:
             realization.vortex_angle = angle
             realization.vortex_half_length_arcsec = half_length
         return realization
+
+    def nuisances(self, realization: Realization) -> dict[str, float]:
+        """The draws of ``realization`` that vary from image to image whatever its class, by name:
+        what may absorb the substructure's imprint (``lenszoo.data.signal``). On A and B only the
+        source moves; the lens and the source's shape are fixed."""
+        return {"source_x": realization.source_x, "source_y": realization.source_y}
+
+    def with_nuisances(self, realization: Realization, values: dict) -> Realization:
+        """A copy of ``realization`` with some of its ``nuisances`` changed."""
+        return replace(realization, **values)
 
     # -- rendering -------------------------------------------------------------
     def kwargs_lens(self, realization: Realization) -> list[dict]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -230,6 +230,10 @@ class _Model:
         return self._image_models[count]
 
 
+_LENS_NUISANCES = ("theta_main", "slope", "lens_e1", "lens_e2", "shear_gamma1", "shear_gamma2", "lens_x", "lens_y")
+_CLUMP_NUISANCES = ("magnitude", "R_sersic", "center_x", "center_y")
+
+
 class MatchedLensingSimulator(LensingSimulator):
     """Generator of C-euclid or C-hst: ``simulate(split, index, seed)`` -> (image, metadata).
 
@@ -355,6 +359,24 @@ class MatchedLensingSimulator(LensingSimulator):
         enclosed = float(realization.masses_msun[inside].sum()) * self._theta2_per_msun
         realization.theta_main = main_lens_einstein_radius(lens["theta_eff"], lens["slope"], enclosed)
         return realization
+
+    def nuisances(self, r: MatchedRealization) -> dict[str, float]:
+        """Every lens and source draw of ``r`` by name (``source.KEY``, ``clumpI.KEY`` for the source's
+        parts); the lens's Einstein radius is that of its power law (``theta_main``)."""
+        values = {name: float(getattr(r, name)) for name in _LENS_NUISANCES}
+        values.update({f"source.{key}": float(value) for key, value in r.source.items()})
+        for i, clump in enumerate(r.clumps):
+            values.update({f"clump{i}.{key}": float(clump[key]) for key in _CLUMP_NUISANCES})
+        return values
+
+    def with_nuisances(self, r: MatchedRealization, values: dict) -> MatchedRealization:
+        lens = {name: value for name, value in values.items() if "." not in name}
+        source, clumps = dict(r.source), [dict(clump) for clump in r.clumps]
+        for name, value in values.items():
+            if "." in name:
+                part, key = name.split(".")
+                (source if part == "source" else clumps[int(part[len("clump"):])])[key] = value
+        return replace(r, source=source, clumps=clumps, **lens)
 
     # -- rendering -------------------------------------------------------------
     def kwargs_lens(self, r: MatchedRealization) -> list[dict]:
