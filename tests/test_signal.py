@@ -80,3 +80,13 @@ def test_the_command_prints_the_table_writes_json_and_never_replaces_a_users_fil
     for bad, expected in ((["--n", "0"], ">= 1"), (["--split", "tran"], "did you mean")):
         result = runner.invoke(lenszoo_cli, ["signal", "--dataset", "A", *bad])
         assert result.exit_code != 0 and expected in result.output and "Traceback" not in result.output
+
+
+def test_a_generator_without_nuisances_is_refused_in_one_line():
+    from types import SimpleNamespace
+
+    from lenszoo.errors import LenszooError
+
+    plugin_generator = SimpleNamespace(name="mine", class_names=("no_sub", "cdm"), image_seed=None, render=None)
+    with pytest.raises(LenszooError, match="lacks draw_from_seed, nuisances, with_nuisances, model"):
+        substructure_signal(plugin_generator, 1)

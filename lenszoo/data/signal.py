@@ -38,7 +38,8 @@ def pixel_sigma(generator, smooth: np.ndarray) -> np.ndarray:
 
 
 def _render(generator, realization) -> np.ndarray:
-    return generator.render(realization, noise=False).astype(np.float64).ravel()
+    with np.errstate(over="ignore", invalid="ignore"):  # a refit's trial step may blow up: it is then halved
+        return generator.render(realization, noise=False).astype(np.float64).ravel()
 
 
 def nuisance_derivatives(generator, smooth_realization, smooth: np.ndarray) -> np.ndarray:
@@ -97,7 +98,7 @@ def refit_residual(generator, smooth_realization, derivatives: np.ndarray, targe
                     smooth_realization, {n: start[n] + float(o) for n, o in zip(names, trial_offsets)})
                 trial = target - _render(generator, moved) / sigma
                 norm = float(np.linalg.norm(trial))
-                if norm < best:
+                if norm < best:  # False for inf and nan too
                     break
                 step = step / 2
             else:
