@@ -14,6 +14,13 @@ from .tasks import CLASS_NAMES
 MASS_BIN_EDGES = (-24.0, -23.5, -23.0, -22.5, -22.0)
 
 
+def mass_bin_masks(log10_masses):
+    """((low, high), mask) for each log10 m_a bin: half-open, the last one closed at the prior's end."""
+    values = np.asarray(log10_masses)
+    for low, high in zip(MASS_BIN_EDGES[:-1], MASS_BIN_EDGES[1:]):
+        yield (low, high), (values >= low) & ((values < high) | (high == MASS_BIN_EDGES[-1]) & (values <= high))
+
+
 # -- training --------------------------------------------------------------------------------------
 def compute_loss(task, outputs, targets):
     import torch.nn.functional as F
@@ -123,8 +130,7 @@ def regression_metrics(predictions, targets) -> dict:
                "mae_predicting_mean": float(np.mean(np.abs(true - true.mean()))) if len(true) else None,
                "correlation": _correlation(pred, true)}
     bins = []
-    for low, high in zip(MASS_BIN_EDGES[:-1], MASS_BIN_EDGES[1:]):
-        inside = (true >= low) & ((true < high) | (high == MASS_BIN_EDGES[-1]) & (true <= high))
+    for (low, high), inside in mass_bin_masks(true):
         if not inside.any():
             continue
         err = pred[inside] - true[inside]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import LenszooError
-from ..metrics import MASS_BIN_EDGES
+from ..metrics import MASS_BIN_EDGES, mass_bin_masks
 
 SUBSTRUCTURE_CLASSES = ("cdm", "axion")
 _RELATIVE_STEP = 1e-3  # finite-difference step: 1e-3 of a parameter (at least 1e-4 in its units)
@@ -58,36 +58,41 @@ def unexplained(imprint: np.ndarray, derivatives: np.ndarray) -> np.ndarray:
     return imprint - derivatives @ _fit(derivatives, imprint)
 
 
+def _column_scale(derivatives: np.ndarray) -> np.ndarray:
+    """Each column's norm (1 for an empty one): solving on unit columns keeps lstsq well scaled."""
+    scale = np.linalg.norm(derivatives, axis=0)
+    return np.where(scale > 0, scale, 1.0)
+
+
 def _fit(derivatives: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Least-squares coefficients of ``target`` on the columns (scaled to unit norm while solving)."""
+    """Least-squares coefficients of ``target`` on the columns of ``derivatives``."""
     if derivatives.shape[1] == 0:
         return np.zeros(0)
-    scale = np.linalg.norm(derivatives, axis=0)
-    scale = np.where(scale > 0, scale, 1.0)
+    scale = _column_scale(derivatives)
     coefficients, *_ = np.linalg.lstsq(derivatives / scale, target, rcond=1e-8)
     return coefficients / scale
 
 
 def refit_residual(generator, smooth_realization, derivatives: np.ndarray, target: np.ndarray, sigma: np.ndarray,
-                   *, rounds: int = REFIT_ROUNDS, steps: int = REFIT_STEPS) -> float:
+                   *, smooth: np.ndarray | None = None, rounds: int = REFIT_ROUNDS, steps: int = REFIT_STEPS) -> float:
     """Norm of ``target`` (a noise-free image over ``sigma``) minus the best smooth image found by
     moving the nuisances from their true values (whitened ``derivatives`` there given).
 
     Each round takes Gauss-Newton steps from the derivatives where it starts, kept up to date by
     Broyden's rank-one updates (one render per step), each step halved while it does not help; the
     next round measures the derivatives afresh. A real smooth lens reaches the returned residual,
-    so the best smooth fit is at least this good."""
+    so the best smooth fit is at least this good. ``smooth``: the image of ``smooth_realization``,
+    if already rendered."""
     start = generator.nuisances(smooth_realization)
     names = list(start)
     offsets = np.zeros(len(names))  # nuisance changes, in their own units
     current = smooth_realization
-    residual = target - _render(generator, current) / sigma
+    residual = target - (_render(generator, current) if smooth is None else smooth) / sigma
     best = float(np.linalg.norm(residual))
     for round_ in range(rounds):
-        if round_:
-            derivatives = nuisance_derivatives(generator, current, _render(generator, current)) / sigma[:, None]
-        scale = np.linalg.norm(derivatives, axis=0)
-        scale = np.where(scale > 0, scale, 1.0)
+        if round_:  # the current image is target - residual: no need to render it again
+            derivatives = nuisance_derivatives(generator, current, (target - residual) * sigma) / sigma[:, None]
+        scale = _column_scale(derivatives)
         jacobian = derivatives / scale  # per unit-norm move of each nuisance
         began = best
         for _ in range(steps):
@@ -132,7 +137,8 @@ def image_signal(generator, split: str, index: int, seed: int = 0) -> dict:
         image = _render(generator, realization)
         imprint = (image - smooth) / sigma
         out[name] = (float(np.linalg.norm(imprint)),
-                     refit_residual(generator, smooth_realization, derivatives, image / sigma, sigma))
+                     refit_residual(generator, smooth_realization, derivatives, image / sigma, sigma,
+                                    smooth=smooth))
         if name == "axion":
             out["log10_axion_mass"] = float(realization.log10_axion_mass)
     return out
@@ -198,8 +204,7 @@ def summarize_signal(signal: dict) -> list[dict]:
             row(name, signal[name]["known"], signal[name]["marginal"])
     if "axion" in signal:
         masses = signal["log10_axion_mass"]
-        for low, high in zip(MASS_BIN_EDGES[:-1], MASS_BIN_EDGES[1:]):
-            inside = (masses >= low) & ((masses < high) | (high == MASS_BIN_EDGES[-1]) & (masses <= high))
+        for (low, high), inside in mass_bin_masks(masses):
             row(f"axion, log10 m_a in [{low:g}, {high:g}{']' if high == MASS_BIN_EDGES[-1] else ')'}",
                 signal["axion"]["known"][inside], signal["axion"]["marginal"][inside])
     return rows
