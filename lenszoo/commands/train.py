@@ -65,7 +65,8 @@ def train_options(command):
 @train_options
 @click.pass_context
 def train_command(ctx, **options):
-    """Train ARCH for a task on dataset A or B; checkpoints, metrics and a learning curve go to --out.
+    """Train ARCH for a task on a dataset (A, B, C-euclid, C-hst or a plugin's); checkpoints, metrics
+    and a learning curve go to --out.
 
     \b
       lenszoo train --arch c8_steerable --dataset A --stream --recipe cpu --max-minutes 15
@@ -95,7 +96,8 @@ def train_command(ctx, **options):
 
 @click.command("evaluate")
 @click.argument("model")
-@click.option("--dataset", help="Test data: A or B [default: the dataset the model was trained on].")
+@click.option("--dataset", help="Test data: a registered dataset (see `lenszoo list --datasets`) "
+              "[default: the one the model was trained on].")
 @click.option("--split", default="test", show_default=True, help="train, val or test (simulated data only differ by seed stream).")
 @click.option("--data", "data_dir", type=click.Path(), help="A stored dataset to evaluate on instead of simulating.")
 @click.option("--n-per-class", type=int, default=2000, show_default=True, help="Images per class to simulate.")

@@ -80,7 +80,8 @@ class TrainConfig:
 
     arch: str = _option(None, "Architecture to train (see `lenszoo list`).", kind=str)
     task: str = _option("classify", "What to learn (regress: log10 m_a of axion images)", choices=TASKS)
-    dataset: str | None = _option(None, "A (Euclid-like) or B (HST-like); with --data it is read from the data.",
+    dataset: str | None = _option(None, "A registered dataset (see `lenszoo list --datasets`); with --data it is "
+                                        "read from the data.",
                                   kind=str)
     out: str | None = _option(None, "Run directory [default: runs/ARCH-TASK-DATASET-seedSEED]; new, empty, or a run "
                                     "to --resume.", kind="path")
@@ -178,7 +179,7 @@ class TrainConfig:
             raise LenszooError("no training data: give --data DIR (a dataset written by `lenszoo simulate`) "
                                "or --stream (simulate images on the fly)")
         if self.stream and not self.dataset:
-            raise LenszooError("--stream needs --dataset (A or B) to know what to simulate")
+            raise LenszooError("--stream needs --dataset NAME (see `lenszoo list --datasets`) to know what to simulate")
         if not self.out:
             raise LenszooError("no run directory: give --out RUN_DIR")
 
