@@ -257,10 +257,12 @@ def plot_scatter(path, predictions, targets, metrics, title):
 
 
 # -- the command -----------------------------------------------------------------------------------
-def run_history(model_info) -> list | None:
-    """The per-epoch rows of the run a model came from (metrics.jsonl), for learning curves."""
+def run_history(model_info, config=None) -> list | None:
+    """The per-epoch rows of the run a model came from, for learning curves: a run's metrics.jsonl, or
+    the copy a released checkpoint carries in its config.json."""
     if model_info.get("kind") != "run":
-        return None
+        history = (config or {}).get("history")
+        return history if isinstance(history, list) and history else None
     from .rundir import METRICS_FILE
 
     try:
@@ -321,7 +323,7 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
                                                           model_name, model, task=task, dataset=model_dataset),
                                                       "weights_sha256": config.get("weights_sha256"),
                                                       "compute": config.get("compute"),
-                                                      "history": run_history(model_info)},
+                                                      "history": run_history(model_info, config)},
         "data": data_info, "metrics": results["metrics"], "rotations": results.get("rotations"),
         "tta": results.get("tta"),
         "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -176,6 +176,18 @@ def test_release_goes_where_to_says_and_never_into_an_installed_package(run_dir,
     assert (target / "weights" / "probe-classify-A" / "model.safetensors").is_file()
 
 
+def test_an_evaluated_release_carries_its_runs_learning_curve(run_dir, tmp_path):
+    """The run folder can be gone: the released copy's record still has the curve the page plots."""
+    target = tmp_path / "my-zoo"
+    assert cli("release", run_dir, "--to", target).exit_code == 0
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    out = tmp_path / "eval"
+    result = cli("evaluate", target / "weights" / "probe-classify-A", "--n-per-class", 2, "--out", out)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "results.json").read_text())
+    assert record["model"]["history"] == history and history[-1]["images_seen"] == 6
+
+
 def test_report_counts_distinct_weights_not_evaluations(run_dir, tmp_path):
     for seed in (0, 1):  # the same weights evaluated twice
         assert cli("evaluate", run_dir, "--n-per-class", 2, "--seed", seed, "--out", tmp_path / f"e{seed}").exit_code == 0
