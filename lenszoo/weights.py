@@ -302,6 +302,7 @@ def release(checkpoint_folder, *, manifest: Path | None = None, run_dir=None, fp
         check_name(kind, config[kind], where)
     if config["task"] not in TASKS:
         raise LenszooError(f"{where}: task {config['task']!r} is not one of {', '.join(TASKS)}")
+    check_own_config(config, where)
     trainable = load_checkpoint(source)  # the weights load, and match their sha256
     data = read_manifest(manifest) if manifest.is_file() else {"schema_version": SCHEMA_VERSION, "weights": []}
     import tempfile
@@ -312,6 +313,21 @@ def release(checkpoint_folder, *, manifest: Path | None = None, run_dir=None, fp
         return _release(source, config, data, manifest, run_dir, fp16, staging, trainable)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_own_config(config: dict, where) -> None:
+    """A released checkpoint is named after its dataset: refuse one trained on data simulated with a
+    changed config (``lenszoo simulate --set``), which that name would misdescribe."""
+    used = (((config.get("training_data") or {}).get("generator")) or {}).get("config")
+    if used is None:
+        return
+    from .registry import get_dataset
+
+    own = getattr(get_dataset(config["dataset"]), "config", None)
+    if own is not None and json.loads(json.dumps(own)) != used:
+        raise LenszooError(f"{where}: trained on dataset {config['dataset']} simulated with a changed config "
+                           f"(lenszoo simulate --set); released weights are named after a dataset's own config, "
+                           f"so evaluate and share this run folder instead")
 
 
 def _release(source, config, data, manifest, run_dir, fp16, staging, trainable) -> dict:

@@ -173,3 +173,44 @@ def test_bad_config_overrides_give_one_line_errors(overrides, words):
     with pytest.raises(lenszoo.LenszooError) as info:
         lenszoo.get_dataset("C-hst", **overrides)
     assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_simulate_set_changes_the_config_and_release_refuses_the_changed_data(tmp_path):
+    """A curriculum set (`--set`) is recorded as made, and never released under C's own name."""
+    runner = CliRunner()
+    data = tmp_path / "C-hst-strong"
+    result = runner.invoke(lenszoo_cli, ["simulate", "--dataset", "C-hst", "--split", "train", "--n-per-class", "4",
+                                         "--set", "substructure.mass_fraction_range=[0.03, 0.04]",
+                                         "--set", "source.max_clumps=0", "--out", str(data), "--quiet"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["config"]["substructure"]["mass_fraction_range"] == [0.03, 0.04]
+    assert manifest["config"]["source"]["max_clumps"] == 0
+    changed = lenszoo.get_dataset("C-hst", substructure={"mass_fraction_range": [0.03, 0.04]},
+                                  source={"max_clumps": 0})
+    stored = np.load(data / "images-00000.npy")
+    for index in (1, 2):  # cdm, axion: the images of the changed generator, not of C-hst's own
+        image, meta = changed.simulate("train", index)
+        assert np.array_equal(stored[index].reshape(image.shape), image)
+        assert 0.03 <= changed.draw("train", index, class_name=meta["class_name"]).mass_fraction <= 0.04
+        assert not np.array_equal(lenszoo.get_dataset("C-hst").simulate("train", index)[0], image)
+    run = tmp_path / "run"
+    result = runner.invoke(lenszoo_cli, ["train", "--arch", "radial_profile", "--data", str(data), "--epochs", "1",
+                                         "--batch-size", "4", "--val-size", "3", "--quiet", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(lenszoo_cli, ["release", str(run), "--to", str(tmp_path / "zoo")])
+    assert result.exit_code == 1 and "changed config" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "zoo" / "weights").exists()
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("substructure.mass_fraction_range", "SECTION.KEY=VALUE"),
+    ("substructure..x=1", "SECTION.KEY=VALUE"),
+    ("source.clumps=2", "unknown dataset config key 'source.clumps'"),
+    ("substructure.mass_fraction_range=[0.2, 0.9]", "mass_fraction_range"),
+])
+def test_simulate_set_errors_are_one_line(tmp_path, setting, words):
+    result = CliRunner().invoke(lenszoo_cli, ["simulate", "-d", "C-hst", "-s", "test", "-n", "1", "--set", setting,
+                                              "-o", str(tmp_path / "d")])
+    assert result.exit_code == 1 and words in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "d").exists()

@@ -23,6 +23,32 @@ def _summary_line(summary: dict, dataset: str, split: str) -> str:
             f"{summary['num_shards']} shards still missing: run the other --shard jobs to complete the dataset")
 
 
+def parse_settings(settings) -> dict:
+    """``--set section.key=VALUE`` options as nested config overrides; VALUE is JSON (or a bare word)."""
+    import json
+
+    overrides: dict = {}
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise LenszooError(f"--set {setting!r}: write it as SECTION.KEY=VALUE, e.g. "
+                               f"--set substructure.mass_fraction_range=[0.02,0.05]")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text  # a bare word such as a profile name
+        node = overrides
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise LenszooError(f"--set {setting!r}: {part!r} was already set to a value above")
+        if parts[-1] in node:
+            raise LenszooError(f"--set {key.strip()} is given twice; keep one")
+        node[parts[-1]] = value
+    return overrides
+
+
 @click.command("simulate")
 @click.option("--dataset", "-d", required=True, help="Dataset generator: A, B, ... (see `lenszoo list --datasets`).")
 @click.option("--split", "-s", required=True, help="train, val or test: each draws from its own seed stream.")
@@ -37,8 +63,13 @@ def _summary_line(summary: dict, dataset: str, split: str) -> str:
 @click.option("--preview", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write a PNG grid of samples (rows = classes) to this path.")
 @click.option("--shard-size", type=int, default=1000, show_default=True, help="Images per storage shard.")
+@click.option("--set", "settings", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Change one entry of the dataset's config (VALUE in JSON; repeatable), e.g. "
+                   "--set substructure.mass_fraction_range=[0.02,0.05]. Recorded in manifest.json; "
+                   "docs/datasets.md lists the keys.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary.")
-def simulate_command(dataset, split, n_per_class, out, workers, shard, seed, no_noise, preview, shard_size, quiet):
+def simulate_command(dataset, split, n_per_class, out, workers, shard, seed, no_noise, preview, shard_size, settings,
+                     quiet):
     """Simulate a dataset split into OUT: float32 (N, 1, 64, 64) .npy shards, labels,
     log10 axion masses, per-image metadata and manifest.json.
 
@@ -52,7 +83,12 @@ def simulate_command(dataset, split, n_per_class, out, workers, shard, seed, no_
     from ..data.generate import resolve_generator, simulate_dataset
     from ..data.preview import check_preview_path, save_preview
 
-    generator = resolve_generator(dataset)
+    overrides = parse_settings(settings)
+    try:
+        generator = resolve_generator(dataset, **overrides)
+    except TypeError as exc:  # a plugin's factory without keywords, or a value of the wrong type
+        raise LenszooError(f"dataset {dataset!r} cannot take these --set changes ({exc}); "
+                           f"docs/datasets.md lists its config keys and their types") from None
     if preview is not None:
         check_preview_path(preview)
     summary = simulate_dataset(
