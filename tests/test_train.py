@@ -198,6 +198,37 @@ def test_train_from_stored_data_holds_out_validation(tiny_arch, tmp_path):
     assert config["dataset"] == "A" and config["training_data"]["val"]["n"] == 6
 
 
+def test_init_starts_from_another_runs_weights_and_records_them(stored_run, tmp_path):
+    """A curriculum's second stage: --init copies the weights, the optimizer and budget start afresh."""
+    import torch
+
+    # Adam's first steps move each weight by about lr, so at lr 1e-9 a run keeps its starting weights.
+    frozen = [*SMALL, "--epochs", "1", "--lr", "1e-9"]
+    warm, cold = tmp_path / "warm", tmp_path / "cold"
+    assert cli("train", "--arch", "tiny", *frozen, "--init", stored_run, "--out", warm).exit_code == 0
+    assert cli("train", "--arch", "tiny", *frozen, "--out", cold).exit_code == 0
+    start, warm_w, cold_w = (tensors(run / "best" / "model.safetensors") for run in (stored_run, warm, cold))
+    assert all(torch.allclose(start[k], warm_w[k], atol=1e-6) for k in start)
+    assert not all(torch.allclose(start[k], cold_w[k], atol=1e-3) for k in start)  # a random start differs
+    config = json.loads((warm / "best" / "config.json").read_text())
+    source = json.loads((stored_run / "best" / "config.json").read_text())
+    assert config["recipe"]["init"] == {"from": str((stored_run / "best").resolve()), "dataset": "A",
+                                        "weights_sha256": source["weights_sha256"], "images_seen": 48}
+    assert config["images_seen"] == 48  # this run's images; the record says what came before
+    assert cli("train", "--resume", "--out", warm).exit_code == 0  # finished: resume needs no --init
+
+
+def test_init_errors_are_one_line(stored_run, tmp_path):
+    out = ["--out", tmp_path / "new"]
+    assert_one_line_error(cli("train", "--arch", "tiny", *SMALL, "--init", tmp_path / "missing", *out),
+                          "does not exist")
+    assert_one_line_error(cli("train", "--arch", "tiny", "--task", "regress", *SMALL, "--init", stored_run, *out),
+                          "holds tiny classify weights", "same --arch and --task")
+    assert_one_line_error(cli("train", "--arch", "tiny", *SMALL, "--model-arg", "width=8", "--init", stored_run,
+                              *out), "do not fit this model", "--model-arg")
+    assert not (tmp_path / "new").exists()
+
+
 # -- budget and resume ---------------------------------------------------------------------------
 def test_max_minutes_stops_with_a_state_and_resume_matches_uninterrupted(tiny_arch, tmp_path):
     reference, stopped = tmp_path / "reference", tmp_path / "stopped"

@@ -104,6 +104,9 @@ class TrainConfig:
     precision: str | None = _option(None, "fp32, or bf16 autocast for the forward pass (weights, loss and optimizer "
                                           "stay fp32)", choices=PRECISIONS, recipe=True)
     channels_last: bool | None = _option(None, "Train in channels_last memory format", kind="switch", recipe=True)
+    init: str | None = _option(None, "Start from the weights of a run directory or checkpoint folder of the same "
+                                     "--arch and --task (e.g. a curriculum's earlier stage) instead of a random "
+                                     "initialisation; the optimizer and the image budget start afresh.", kind="path")
     val_size: int = _option(3000, "Validation images simulated with --stream.", kind=int)
     val_fraction: float = _option(0.1, "Share of --data held out for validation when there is no --val-data.",
                                   kind=float)
@@ -190,6 +193,8 @@ class TrainConfig:
         recipe = {k: getattr(self, k) for k in keys}
         recipe.update(optimizer="adam", loss="cross_entropy" if self.task == "classify" else "mse_log10_ma",
                       data="stream" if self.stream else "stored")
+        if self.init:
+            recipe["init"] = self.init
         if recipe["epoch_size"] is None:
             recipe["epoch_size"] = "one pass over the training data"
         return recipe

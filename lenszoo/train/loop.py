@@ -118,6 +118,10 @@ def train(config: TrainConfig, *, resume: bool = False, given_fields: set[str] |
         registry.dataset(config.dataset)
     if config.data:
         open_stored(config.data, config.task)
+    init_folder = None
+    if config.init and not resume:
+        init_folder = init_checkpoint(config)
+        config.init = str(init_folder.resolve())  # run.json records the exact folder
     if not resume and (run_dir / RUN_FILE).exists():
         raise LenszooError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
     if not resume:  # a new run goes into a new or empty folder, never over a user's files
@@ -125,7 +129,8 @@ def train(config: TrainConfig, *, resume: bool = False, given_fields: set[str] |
 
     ctx, device, owns_group = init_distributed(config.device)
     try:
-        run = setup(config, spec, run_dir, ctx, device, resume=resume, started=started, log=log)
+        run = setup(config, spec, run_dir, ctx, device, resume=resume, started=started, log=log,
+                    init_folder=init_folder)
         return run if isinstance(run, dict) else fit(run)
     finally:
         if owns_group:
@@ -135,6 +140,44 @@ def train(config: TrainConfig, *, resume: bool = False, given_fields: set[str] |
 
 
 # -- setup: model, data, optimizer, then the run directory ------------------------------------------
+def init_checkpoint(config) -> Path:
+    """The checkpoint folder ``--init`` names, checked to hold weights of this run's arch and task."""
+    from ..checkpoint import read_config
+    from ..resolve import resolve_name
+
+    folder = resolve_name(config.init, accept=("run", "checkpoint")).checkpoint_folder
+    saved = read_config(folder)
+    if (saved.get("arch"), saved.get("task")) != (config.arch, config.task):
+        raise LenszooError(f"--init {config.init} holds {saved.get('arch')} {saved.get('task')} weights, this run "
+                           f"trains {config.arch} {config.task}; start from weights of the same --arch and --task")
+    return folder
+
+
+def load_init_weights(model, folder: Path) -> dict:
+    """Copy ``folder``'s weights into the freshly built ``model``; what the checkpoint records of them."""
+    from ..checkpoint import load_checkpoint
+
+    source = load_checkpoint(folder, trainable=True)  # sha256-checked
+    try:
+        model.load_state_dict(source.state_dict())
+    except RuntimeError as exc:  # another --model-arg: parameter names or shapes differ
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        raise LenszooError(f"--init {folder}: its weights do not fit this model ({lines[-1]}); "
+                           f"train with the --model-arg values it was trained with") from None
+
+
+def init_record(folder) -> dict:
+    """What a checkpoint records of the weights its run started from."""
+    from ..checkpoint import read_config
+
+    record = {"from": str(folder)}
+    try:
+        saved = read_config(Path(folder))
+    except LenszooError:  # resumed after the --init folder was moved: the path is what is known
+        return record
+    return {**record, **{key: saved.get(key) for key in ("weights_sha256", "dataset", "images_seen")}}
+
+
 def init_regression_bias(model, value: float) -> bool:
     """Set the bias of the last single-output Linear/Conv layer to ``value``; False if none."""
     import torch
@@ -148,7 +191,7 @@ def init_regression_bias(model, value: float) -> bool:
     return False
 
 
-def setup(config, spec, run_dir, ctx, device, *, resume, started, log) -> Run | dict:
+def setup(config, spec, run_dir, ctx, device, *, resume, started, log, init_folder=None) -> Run | dict:
     """A ready ``Run``, or the summary of a run that has already finished."""
     import torch
 
@@ -174,12 +217,16 @@ def setup(config, spec, run_dir, ctx, device, *, resume, started, log) -> Run | 
             return summary(run_dir, config, progress, "finished", ctx.rank)
     else:  # built before the data are prepared, so bad --model-arg values fail at once
         torch.manual_seed(derive_seed(config.seed, INIT))
-        model = spec.build(config.task, **config.model_args).to(device)
+        model = spec.build(config.task, **config.model_args)
+        if init_folder is not None:
+            load_init_weights(model, init_folder)
+        model = model.to(device)
         progress = None
     data = prepare_data(config, ctx.rank, ctx.world_size, log=info if ctx.is_main else (lambda m: None))
     if progress is None:
-        if config.task == "regress" and data.target_mean is not None and not init_regression_bias(model,
-                                                                                                   data.target_mean):
+        starts_random = init_folder is None  # --init weights already carry their regression bias
+        if config.task == "regress" and starts_random and data.target_mean is not None and \
+                not init_regression_bias(model, data.target_mean):
             log("warning: no single-output Linear/Conv layer found to start the regression bias at the "
                 f"mean target {data.target_mean:.2f}; training may need many steps to reach it")
         progress = Progress()
@@ -209,6 +256,8 @@ def setup(config, spec, run_dir, ctx, device, *, resume, started, log) -> Run | 
     run = Run(config, run_dir, ctx, device, model, net, optimizer, data, plan, progress, resume, started, log, info)
     run.checkpoint_kwargs = {"dataset": data.dataset_name, "normalization": NORMALIZATION,
                              "recipe": config.recipe_dict()}
+    if config.init:
+        run.checkpoint_kwargs["recipe"]["init"] = init_record(config.init)
     run.compute = {"device": device.type, "hardware": hardware_name(device), "threads": torch.get_num_threads(),
                    "processes": ctx.world_size}
     if ctx.is_main:
