@@ -193,8 +193,6 @@ class TrainConfig:
         recipe = {k: getattr(self, k) for k in keys}
         recipe.update(optimizer="adam", loss="cross_entropy" if self.task == "classify" else "mse_log10_ma",
                       data="stream" if self.stream else "stored")
-        if self.init:
-            recipe["init"] = self.init
         if recipe["epoch_size"] is None:
             recipe["epoch_size"] = "one pass over the training data"
         return recipe

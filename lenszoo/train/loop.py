@@ -153,8 +153,8 @@ def init_checkpoint(config) -> Path:
     return folder
 
 
-def load_init_weights(model, folder: Path) -> dict:
-    """Copy ``folder``'s weights into the freshly built ``model``; what the checkpoint records of them."""
+def load_init_weights(model, folder: Path) -> None:
+    """Copy ``folder``'s weights into the freshly built ``model``."""
     from ..checkpoint import load_checkpoint
 
     source = load_checkpoint(folder, trainable=True)  # sha256-checked
@@ -256,7 +256,7 @@ def setup(config, spec, run_dir, ctx, device, *, resume, started, log, init_fold
     run = Run(config, run_dir, ctx, device, model, net, optimizer, data, plan, progress, resume, started, log, info)
     run.checkpoint_kwargs = {"dataset": data.dataset_name, "normalization": NORMALIZATION,
                              "recipe": config.recipe_dict()}
-    if config.init:
+    if config.init:  # what the weights were before this run: a curriculum's earlier stage
         run.checkpoint_kwargs["recipe"]["init"] = init_record(config.init)
     run.compute = {"device": device.type, "hardware": hardware_name(device), "threads": torch.get_num_threads(),
                    "processes": ctx.world_size}
