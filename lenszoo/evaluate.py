@@ -31,7 +31,7 @@ from .tasks import CLASS_NAMES, check_task
 
 RESULTS_FORMAT = "lenszoo-evaluation"
 RESULTS_FILE = "results.json"
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "holdout")
 MAX_SIMULATED = 100_000  # per class, held in memory
 
 

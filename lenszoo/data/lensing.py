@@ -29,7 +29,9 @@ from . import physics
 GENERATOR_NAME = "lenszoo.lensing"
 # Bump when the same config and seed would give different images.
 GENERATOR_VERSION = 1
-SPLITS = ("train", "val", "test")
+# Each split is its own seed space (its index here is part of every image seed), so appending
+# a split never changes an earlier one's images. `holdout` is read only to report (docs/training.md).
+SPLITS = ("train", "val", "test", "holdout")
 
 # Independent random streams per image, so that changing the class of an image
 # (same seed) keeps its source position and its background noise.
