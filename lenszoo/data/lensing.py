@@ -266,6 +266,12 @@ class LensingSimulator:
             self._model = self.model_class(self.config)
         return self._model
 
+    @property
+    def background_noise(self) -> float:
+        """Sigma of the background noise (sky and read noise) in image units: the unit in which
+        nuisances (a sky residual, extra noise) are drawn and input contracts are stated."""
+        return self.model.background_noise
+
     def warm_up(self):
         """Import lenstronomy, build its objects and compile the deflection kernel (seconds, once
         per process), so that timings and forked workers start warm."""

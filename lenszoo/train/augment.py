@@ -11,7 +11,7 @@ import random
 import numpy as np
 
 # Purposes mixed into derived seeds so no two random streams coincide.
-INIT, SHUFFLE, STEP, AUGMENT, VAL_SPLIT = range(5)
+INIT, SHUFFLE, STEP, AUGMENT, VAL_SPLIT, NUISANCE = range(6)
 
 
 def derive_seed(seed: int, *keys: int) -> int:
@@ -51,14 +51,24 @@ def augment_batch(images, mode: str, generator):
 
 
 class BatchAugment:
-    """The augmentation of batch ``(epoch, step)`` on ``rank``: its own generator, seeded from those."""
+    """The augmentation of batch ``(epoch, step)`` on ``rank``: its own generators, seeded from those.
 
-    def __init__(self, mode: str, seed: int, rank: int = 0):
+    With ``nuisance`` (a ``lenszoo.data.nuisance.NuisanceAugment``) the batch arrives raw: the
+    nuisances are drawn on the raw images, which are then normalised with ``normalize``, and the
+    pixel-grid symmetries come last (they commute with per-image normalisation)."""
+
+    def __init__(self, mode: str, seed: int, rank: int = 0, *, nuisance=None, normalize=None):
+        if (nuisance is None) != (normalize is None):
+            raise ValueError("nuisance augmentation needs the normalisation that follows it")
         self.mode, self.seed, self.rank = mode, seed, rank
+        self.nuisance, self.normalize = nuisance, normalize
 
     def __call__(self, epoch: int, step: int, images):
         import torch
 
+        if self.nuisance is not None:
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, NUISANCE, epoch, step, self.rank))
+            images = self.normalize(self.nuisance(images, generator))
         if self.mode == "none":
             return images
         generator = torch.Generator().manual_seed(derive_seed(self.seed, AUGMENT, epoch, step, self.rank))

@@ -20,11 +20,22 @@ from ..tasks import TASKS, check_task
 # passes, so there it is 90,000 images.
 RECIPES = {
     "paper": {"lr": 1e-4, "batch_size": 64, "epochs": 10, "schedule": "constant", "augment": "none",
-              "epoch_size": None, "weight_decay": 0.0, "precision": "fp32", "channels_last": False},
+              "epoch_size": None, "weight_decay": 0.0, "precision": "fp32", "channels_last": False,
+              "nuisance": "none"},
     "cpu": {"lr": 1e-3, "batch_size": 64, "epochs": 24, "schedule": "cosine", "augment": "rot90flip",
-            "epoch_size": 12_000, "weight_decay": 0.0, "precision": "fp32", "channels_last": False},
+            "epoch_size": 12_000, "weight_decay": 0.0, "precision": "fp32", "channels_last": False,
+            "nuisance": "none"},
 }
 PAPER_STREAM_EPOCH = 90_000
+# --nuisance: what a real cutout carries, drawn per training image on the raw image before
+# normalisation (lenszoo/data/nuisance.py), in units of the dataset's background noise sigma;
+# recorded whole in each checkpoint's recipe.
+#   sky_sigma:   a constant sky offset ~ U(-sky_sigma, +sky_sigma) * sigma
+#   noise_scale: the background noise taken to U(low, high) * sigma (noise is only ever added)
+NUISANCE_RECIPES: dict[str, dict] = {
+    "none": {},
+    "sky_noise": {"sky_sigma": 3.0, "noise_scale": [1.0, 3.0]},
+}
 # The cpu recipe's budget for each built-in architecture: the images it trains in 15 minutes on an
 # idle 2-core machine at its faster precision (benchmarks/throughput.py; docs/training.md). The
 # budget is fixed in images, so a busy machine changes only the wall time, never the weights.
@@ -98,6 +109,10 @@ class TrainConfig:
     schedule: str | None = _option(None, "Learning-rate schedule, per step", choices=SCHEDULES, recipe=True)
     augment: str | None = _option(None, "Exact pixel-grid symmetries applied at random", choices=AUGMENTATIONS,
                                   recipe=True)
+    nuisance: str | None = _option(None, "What real cutouts carry, drawn per training image on the raw image "
+                                         "before normalisation: none, or sky_noise (a sky offset ~ U(-3, 3) "
+                                         "background sigma and the noise taken to U(1, 3) sigma)",
+                                   choices=tuple(NUISANCE_RECIPES), recipe=True)
     epoch_size: int | None = _option(None, "Images per epoch (any data source; epochs cross passes over stored "
                                            "data)", kind=int, recipe=True)
     weight_decay: float | None = _option(None, "Adam weight decay", kind=float, recipe=True)
@@ -149,6 +164,9 @@ class TrainConfig:
             raise LenszooError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
         if self.augment not in AUGMENTATIONS:
             raise LenszooError(f"unknown augmentation {self.augment!r}; choose one of: {', '.join(AUGMENTATIONS)}")
+        if self.nuisance not in NUISANCE_RECIPES:
+            raise LenszooError(f"unknown nuisance augmentation {self.nuisance!r}; choose one of: "
+                               f"{', '.join(NUISANCE_RECIPES)}")
         if self.precision not in PRECISIONS:
             raise LenszooError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         whole = {"batch_size": self.batch_size, "epochs": self.epochs, "val_size": self.val_size,
@@ -191,6 +209,8 @@ class TrainConfig:
         keys = ("recipe", "lr", "batch_size", "epochs", "epoch_size", "schedule", "augment", "weight_decay",
                 "precision", "channels_last", "seed")
         recipe = {k: getattr(self, k) for k in keys}
+        if self.nuisance not in (None, "none"):  # recorded whole: the draws, not only their name
+            recipe["nuisance"] = {"name": self.nuisance, **NUISANCE_RECIPES[self.nuisance]}
         recipe.update(optimizer="adam", loss="cross_entropy" if self.task == "classify" else "mse_log10_ma",
                       data="stream" if self.stream else "stored")
         if recipe["epoch_size"] is None:

@@ -70,6 +70,7 @@ class TrainingData:
     dataset_name: str
     description: dict
     target_mean: float | None
+    nuisance: object = None  # a NuisanceAugment when training images arrive raw (--nuisance)
 
 
 def _shard(n, rank, world_size):
@@ -79,8 +80,9 @@ def _shard(n, rank, world_size):
 def prepare_data(config: TrainConfig, rank=0, world_size=1, log=print) -> TrainingData:
     """Training items and this rank's validation shard, in memory."""
     index_map = None
+    raw = config.nuisance not in (None, "none")  # nuisances are drawn on raw images, normalised after
     if config.stream:
-        fetch = stream_fetch(config.dataset, "train", config.task, config.seed)
+        fetch = stream_fetch(config.dataset, "train", config.task, config.seed, normalized=not raw)
         n_items, shuffle, dataset_name, train_targets = None, False, config.dataset, None
         from ..data.interface import generator_record
         from ..registry import get_dataset
@@ -88,7 +90,7 @@ def prepare_data(config: TrainConfig, rank=0, world_size=1, log=print) -> Traini
         description = {"source": "stream", "dataset": dataset_name, "epoch_size": config.epoch_size,
                        "stream_seed": config.seed, "generator": generator_record(get_dataset(config.dataset))}
     else:
-        stored = open_stored(config.data, config.task, verify=config.verify)
+        stored = open_stored(config.data, config.task, verify=config.verify, normalized=not raw)
         dataset_name = stored.dataset_name
         if config.dataset and config.dataset != dataset_name:
             raise LenszooError(f"{config.data} holds dataset {dataset_name!r} but --dataset is {config.dataset!r}; "
@@ -138,5 +140,21 @@ def prepare_data(config: TrainConfig, rank=0, world_size=1, log=print) -> Traini
     epoch_size = config.epoch_size or n_items
     if not config.stream:
         description["epoch_size"] = epoch_size
+    nuisance = nuisance_augment(config, description) if raw else None
     return TrainingData(fetch, n_items, epoch_size, shuffle, index_map, images, targets, positions, n_val,
-                        dataset_name, description, target_mean)
+                        dataset_name, description, target_mean, nuisance)
+
+
+def nuisance_augment(config: TrainConfig, description: dict):
+    """The ``--nuisance`` draws in the training data's own units: sigma is the background noise
+    of the generator that made them (a stored set's recorded config, so a changed noise counts)."""
+    from ..data.nuisance import NuisanceAugment, background_sigma
+    from ..registry import get_dataset
+    from .config import NUISANCE_RECIPES
+
+    overrides = description.get("generator", {}).get("config") if description["source"] == "stored" else None
+    generator = get_dataset(description["dataset"], **(overrides or {}))
+    sigma = background_sigma(generator)
+    description["nuisance"] = {"name": config.nuisance, **NUISANCE_RECIPES[config.nuisance],
+                               "background_sigma": sigma}
+    return NuisanceAugment(NUISANCE_RECIPES[config.nuisance], sigma)

@@ -282,7 +282,7 @@ def fit(run: Run) -> dict:
             if progress.epoch < config.epochs:
                 batches = iterate_batches(run.data.fetch, plan, (progress.epoch, progress.step), config.epochs,
                                           workers=config.workers, pin_memory=run.device.type == "cuda",
-                                          augment=BatchAugment(config.augment, config.seed, run.ctx.rank))
+                                          augment=batch_augment(run))
             while progress.epoch < config.epochs:
                 epoch = progress.epoch
                 bar = progress_bar(config, run.ctx.is_main, epoch, plan.steps_per_epoch, progress.step)
@@ -320,6 +320,15 @@ def fit(run: Run) -> dict:
     if run.ctx.is_main:
         report_end(run, status, signals.requested)
     return summary(run.run_dir, config, progress, status, run.ctx.rank)
+
+
+def batch_augment(run: Run) -> BatchAugment:
+    nuisance = run.data.nuisance
+    if nuisance is None:
+        return BatchAugment(run.config.augment, run.config.seed, run.ctx.rank)
+    from ..data import normalize
+
+    return BatchAugment(run.config.augment, run.config.seed, run.ctx.rank, nuisance=nuisance, normalize=normalize)
 
 
 def train_step(run: Run, images, targets) -> int:
