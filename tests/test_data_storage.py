@@ -237,3 +237,27 @@ def test_bad_arguments_raise_one_clear_error(tmp_path, bad, message):
         simulate_dataset(arguments.pop("dataset"), arguments.pop("split"), arguments.pop("n_per_class"),
                          tmp_path / "out", progress=False, **arguments)
     assert not (tmp_path / "out").exists()
+
+
+def test_generators_record_the_substructure_fraction_and_older_metadata_still_reads(tmp_path):
+    """C datasets store each image's drawn substructure fraction (sensitivity curves bin on it);
+    a dataset written before those fields existed reads with NaN there."""
+    import numpy as np
+
+    from lenszoo.data import simulate_dataset
+    from lenszoo.data.storage import META_DTYPE
+    from lenszoo.data.torch_datasets import StoredDataset
+
+    out = tmp_path / "c"
+    simulate_dataset("C-hst", "val", 2, out)
+    meta = StoredDataset(out).meta
+    assert np.all((meta["mass_fraction"] >= 0.002) & (meta["mass_fraction"] <= 0.02))
+    assert np.all((meta["substructure_mass_msun"] > 0) == (meta["label"] > 0))
+
+    old_dtype = np.dtype([(name, META_DTYPE[name]) for name in META_DTYPE.names
+                          if name not in ("mass_fraction", "substructure_mass_msun")])
+    for path in out.glob("meta-*.npy"):  # as an older lenszoo wrote them
+        old = np.load(path)
+        np.save(path, np.array([tuple(row[name] for name in old_dtype.names) for row in old], dtype=old_dtype))
+    old_meta = StoredDataset(out).meta
+    assert np.all(np.isnan(old_meta["mass_fraction"])) and np.array_equal(old_meta["label"], meta["label"])

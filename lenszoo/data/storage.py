@@ -46,10 +46,24 @@ META_DTYPE = np.dtype([
     ("subhalo_mass_total_msun", "<f8"),
     ("vortex_angle", "<f8"),       # radians; NaN unless axion
     ("vortex_half_length_arcsec", "<f8"),
+    # appended fields (older datasets lack them; ``current_meta`` fills them in on reading)
+    ("mass_fraction", "<f8"),      # projected substructure mass fraction drawn for the image; NaN when unknown
+    ("substructure_mass_msun", "<f8"),  # all substructure mass, rendered or not; NaN when unknown
 ])
 _META_DEFAULTS = {
     "index": -1, "label": -1, "seed": 0, "n_subhalos": -1,
 }
+
+
+def current_meta(meta: np.ndarray) -> np.ndarray:
+    """A shard's metadata as ``META_DTYPE``: fields an older lenszoo did not write get their defaults."""
+    if meta.dtype == META_DTYPE:
+        return meta
+    records = np.zeros(meta.shape, dtype=META_DTYPE)
+    for name in META_DTYPE.names:
+        records[name] = meta[name] if meta.dtype.names and name in meta.dtype.names \
+            else _META_DEFAULTS.get(name, math.nan)
+    return records
 
 
 def meta_records(metas: list[dict], class_names) -> np.ndarray:
@@ -280,7 +294,7 @@ class DatasetWriter:
         records = self.completed_shards()
         if len(records) < self.num_shards:
             return None
-        meta = np.concatenate([np.load(self.path / records[k]["meta"]) for k in range(self.num_shards)])
+        meta = np.concatenate([current_meta(np.load(self.path / records[k]["meta"])) for k in range(self.num_shards)])
         files = {}
         for name, values in ((LABELS_NAME, meta["label"].astype(np.int64)),
                              (LOG10_MASS_NAME, meta["log10_axion_mass"].astype(np.float64))):

@@ -20,7 +20,7 @@ from .deeplense import DeepLenseFolder
 from .generate import resolve_generator
 from .interface import check_split, generator_info
 from .normalization import NORMALIZATION, normalizer_from_config
-from .storage import read_manifest
+from .storage import current_meta, read_manifest
 
 _NO_NORMALIZATION = {"name": "none", "version": 1}
 
@@ -78,7 +78,7 @@ class StoredDataset(Dataset):
                     f"dataset {self.path}: shard {shard['index']} holds {images.shape}, the manifest says "
                     f"{(shard['count'], *self.image_shape)}; re-simulate into a new directory"
                 )
-            metas.append(meta)
+            metas.append(current_meta(meta))
         all_meta = np.concatenate(metas) if metas else np.zeros(0)
         if task == "regress":
             self.indices = np.flatnonzero((all_meta["label"] == axion_label(self.class_names))
