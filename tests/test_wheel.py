@@ -67,6 +67,7 @@ def installed(tmp_path_factory, hub):
     env = {**os.environ, "LENSZOO_PLUGINS": "", "HF_ENDPOINT": hub.url, "HF_HOME": str(root / "hf-home"),
            "HF_TOKEN": "hf_testtoken0123456789", "LENSZOO_MANIFEST": str(copy / "weights_manifest.json")}
     env.pop("HF_HUB_OFFLINE", None)
+    env.pop("PYTHONPATH", None)  # a source tree on it (as when testing a worktree) would shadow the wheel
     # the maintainer's side: one command publishes the release and records the commits
     old = dict(os.environ)
     os.environ.update(env)
