@@ -204,14 +204,14 @@ def info_command(name):
     click.echo(f"  model args:  {json.dumps(spec.default_kwargs) if spec.default_kwargs else '-'}")
     for task in spec.tasks:
         click.echo(f"  {task:<9}    {spec.parameter_count(task):,} parameters")
-    try:
-        from .weights import released_weights
+    from .weights import describe_location, released_weights
 
+    try:
         entries = [e for e in released_weights() if e["arch"] == spec.name]
     except LenszooError:
         entries = []
     for entry in entries:
-        click.echo(f"  weights:     task={entry['task']} dataset={entry['dataset']} {entry['file']}")
+        click.echo(f"  weights:     task={entry['task']} dataset={entry['dataset']}: {describe_location(entry)}")
     if name in datasets:
         click.echo(f"  ({name} is also a dataset: its generator is described by `lenszoo list --datasets`)")
 
@@ -242,9 +242,12 @@ def _dataset_info(entry):
 @click.option("--figure", type=click.Path(), default="out/demo.png", show_default=True,
               help="PNG of sample lenses with their true and predicted classes.")
 def demo_command(n_per_class, seed, figure):
-    """Load every released model (offline, sha256-checked), score it on freshly simulated lenses
-    beside its released metrics, and draw sample lenses with true and predicted classes."""
+    """Load every released model available here (offline, sha256-checked), score it on freshly
+    simulated lenses beside its released metrics, and draw sample lenses with true and predicted
+    classes. Checkpoints neither on this disk nor published (an installed lenszoo carries only the
+    small ones) are skipped and named in one line."""
     from .demo import check_figure_path, sample_figure, score_released
+    from .weights import skipped_summary
 
     started = time.perf_counter()
     figure_path = check_figure_path(figure)
@@ -253,7 +256,9 @@ def demo_command(n_per_class, seed, figure):
         [[p.name, "built-in" if p.builtin else "external", p.package or "-", p.status] for p in registry.plugins()],
         ["plugin", "kind", "package", "status"]))
     click.echo()
-    rows, lenses = score_released(n_per_class, seed)
+    rows, lenses, skipped = score_released(n_per_class, seed)
+    if not rows and skipped:
+        raise LenszooError(f"none of the released models can be loaded here: {skipped_summary(skipped, len(skipped))}")
     if not rows:
         click.echo("no released weights yet (weights_manifest.json is empty)")
         return
@@ -268,6 +273,8 @@ def demo_command(n_per_class, seed, figure):
     click.echo(format_table(table, ["arch", "task", "dataset", "now", "released (test)", "load+score s"]))
     sample_figure(rows, lenses, figure_path)
     click.echo(f"\nsample lenses with true and predicted classes: {figure_path}")
+    if skipped:
+        click.echo(skipped_summary(skipped, len(rows) + len(skipped)))
     click.echo(f"{len(rows)} models in {time.perf_counter() - started:.1f} s")
 
 

@@ -43,13 +43,23 @@ def fresh_lenses(dataset: str, n_per_class: int, seed: int):
     return torch.stack(images), torch.tensor(labels), torch.tensor(masses)
 
 
-def score_released(n_per_class: int = 20, seed: int = 7, log=print) -> list[dict]:
-    """Each released model on fresh lenses: rows with the score now and the released one."""
+def score_released(n_per_class: int = 20, seed: int = 7) -> tuple[list[dict], dict, list]:
+    """Each released model that is available here on fresh lenses: rows with the score now and the
+    released one, the lenses, and the checkpoints skipped as unavailable (``WeightsUnavailable``:
+    not bundled with this install and not published, say), so that one missing checkpoint never
+    stops the rest."""
     import torch
 
-    from .weights import load, released_weights
+    from .weights import WeightsUnavailable, load, released_weights, resolve_entry
 
-    entries = released_weights()
+    entries, skipped = [], []
+    for entry in released_weights():
+        try:
+            resolve_entry(entry)
+        except WeightsUnavailable as exc:
+            skipped.append(exc)
+        else:
+            entries.append(entry)
     lenses = {dataset: fresh_lenses(dataset, n_per_class, seed) for dataset in sorted({e["dataset"] for e in entries})}
     rows = []
     for entry in entries:
@@ -74,7 +84,7 @@ def score_released(n_per_class: int = 20, seed: int = 7, log=print) -> list[dict
             row["now"] = float((outputs.reshape(-1) - targets).abs().mean())
             row["released"] = released.get("mae")
         rows.append(row)
-    return rows, lenses
+    return rows, lenses, skipped
 
 
 def sample_figure(rows, lenses, path: Path, per_class: int = 2) -> Path:

@@ -195,6 +195,73 @@ def _matches(folder: Path, entry: dict) -> bool:
             and sha256_file(config) == entry["config_sha256"])
 
 
+class WeightsUnavailable(LenszooError):
+    """Released weights that cannot be had here and now: neither on this disk nor published on
+    the Hub (``published`` False), or published but neither cached nor fetchable offline. A batch
+    over the zoo (``lenszoo demo``, ``download --all``) skips these and says so."""
+
+    def __init__(self, message: str, entry: dict, reason: str, published: bool):
+        super().__init__(message)
+        self.entry, self.reason, self.published = entry, reason, published
+
+
+UNPUBLISHED = "not yet published on the Hugging Face Hub"
+WHAT_WORKS = (f"run lenszoo from a git checkout of its repository (which carries weights/), or set {MANIFEST_ENV} "
+              "to the weights_manifest.json of a folder whose weights/ holds them")
+
+
+def entry_label(entry: dict) -> str:
+    return f"{entry['arch']}/{entry['task']}/{entry['dataset']}"
+
+
+def _is_packaged(manifest_dir: Path) -> bool:
+    try:
+        return manifest_dir.resolve() == PACKAGED_ZOO
+    except OSError:
+        return False
+
+
+def _unpublished(entry: dict, local: Path, manifest_dir: Path) -> LenszooError:
+    """Why an unpublished entry's weights are not usable here, and what to do: damaged (an error
+    no batch skips), or absent (``WeightsUnavailable``)."""
+    label = entry_label(entry)
+    if (local / WEIGHTS_NAME).is_file():  # there, but not what the manifest recorded
+        return LenszooError(
+            f"weights for {label} at {local} do not match the manifest's sha256s (damaged or edited) and are "
+            f"{UNPUBLISHED}; restore the folder (`git checkout {entry['folder']}` in a lenszoo checkout) or "
+            "release it again")
+    if _is_packaged(manifest_dir):
+        where = (f"are not bundled with this installed lenszoo (it carries only the small checkpoints; "
+                 f"this one is {entry['size'] / 1e6:.0f} MB)")
+        reason = "not bundled with this install and " + UNPUBLISHED
+    else:
+        where = f"are not at {local}"
+        reason = f"not under {manifest_dir} and " + UNPUBLISHED
+    return WeightsUnavailable(f"weights for {label} {where} and are {UNPUBLISHED}; {WHAT_WORKS}", entry, reason,
+                              published=False)
+
+
+def describe_location(entry: dict) -> str:
+    """Where an entry's weights are (the file, or its pinned Hub commit), or why they are nowhere yet."""
+    manifest_dir = Path(entry.get("_manifest_dir") or manifest_path().parent)
+    local = manifest_dir / entry["file"]
+    if local.is_file():
+        return str(local)
+    if entry.get("hf_repo_id"):
+        return f"hf-hub:{entry['hf_repo_id']}@{entry['hf_revision'][:12]} (fetched on first load)"
+    return _unpublished(entry, manifest_dir / entry["folder"], manifest_dir).reason  # absent: never damaged
+
+
+def skipped_summary(skipped: list[WeightsUnavailable], total: int) -> str:
+    """One line naming every skipped checkpoint, grouped by why."""
+    reasons: dict[str, list[str]] = {}
+    for exc in skipped:
+        reasons.setdefault(exc.reason, []).append(entry_label(exc.entry))
+    why = "; ".join(f"{', '.join(labels)} ({reason})" for reason, labels in reasons.items())
+    hint = f"; to use them, {WHAT_WORKS}" if any(not exc.published for exc in skipped) else ""
+    return f"skipped {len(skipped)} of {total} released checkpoints, not available here: {why}{hint}"
+
+
 def resolve_entry(entry: dict, manifest_dir: Path | None = None) -> Path:
     """The folder holding verified weights for a manifest entry (downloading if needed)."""
     manifest_dir = Path(manifest_dir or entry.get("_manifest_dir") or manifest_path().parent)
@@ -203,12 +270,10 @@ def resolve_entry(entry: dict, manifest_dir: Path | None = None) -> Path:
         return local
     if (local / WEIGHTS_NAME).is_file():
         warnings.warn(f"{local} does not match its sha256s in the manifest; trying the Hub copy", stacklevel=3)
-    label = f"{entry['arch']}/{entry['task']}/{entry['dataset']}"
+    label = entry_label(entry)
     repo, revision = entry.get("hf_repo_id"), entry.get("hf_revision")
     if not repo:
-        raise LenszooError(f"weights for {label} are missing or corrupted at {local} and are not published "
-                           "on the Hugging Face Hub yet; use a clean lenszoo checkout (git clone), or fetch a "
-                           "release that names their Hub copy")
+        raise _unpublished(entry, local, manifest_dir)
     cached_but_wrong = False
     try:
         folder = download_checkpoint(repo, revision, local_only=True)
@@ -223,8 +288,11 @@ def resolve_entry(entry: dict, manifest_dir: Path | None = None) -> Path:
         if cached_but_wrong:
             raise LenszooError(f"the cached copy of {label} ({repo}@{revision[:12]}) does not match the manifest's "
                                "sha256s (damaged or tampered with); go online once to fetch it again")
-        raise LenszooError(f"weights for {label} are not in the Hugging Face cache and HF_HUB_OFFLINE=1; "
-                           f"run `lenszoo download {entry['arch']} --task {entry['task']} --dataset {entry['dataset']}` online")
+        raise WeightsUnavailable(
+            f"weights for {label} are not in the Hugging Face cache and HF_HUB_OFFLINE=1; run `lenszoo download "
+            f"{entry['arch']} --task {entry['task']} --dataset {entry['dataset']}` online", entry,
+            "published, but not in the Hugging Face cache and HF_HUB_OFFLINE=1; `lenszoo download --all` online "
+            "fetches them", published=True)
     folder = download_checkpoint(repo, revision, force=True)  # once more, fresh from the Hub
     if not _matches(folder, entry):
         raise LenszooError(f"the Hub copy of {label} ({repo}@{revision[:12]}) does not match the manifest's sha256; "

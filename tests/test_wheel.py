@@ -67,6 +67,7 @@ def installed(tmp_path_factory, hub):
     env = {**os.environ, "LENSZOO_PLUGINS": "", "HF_ENDPOINT": hub.url, "HF_HOME": str(root / "hf-home"),
            "HF_TOKEN": "hf_testtoken0123456789", "LENSZOO_MANIFEST": str(copy / "weights_manifest.json")}
     env.pop("HF_HUB_OFFLINE", None)
+    env.pop("PYTHONPATH", None)  # a source tree on it (as when testing a worktree) would shadow the wheel
     # the maintainer's side: one command publishes the release and records the commits
     old = dict(os.environ)
     os.environ.update(env)
@@ -155,3 +156,139 @@ def test_a_large_checkpoint_comes_from_the_pinned_hub_commit_then_from_the_cache
     offline = run_in(installed, LOAD.format(**large), HF_HUB_OFFLINE="1")
     assert offline.returncode != 0 and "sha256" in offline.stderr
     assert loaded(installed, large)["out"] == result["out"]
+
+
+# -- the real zoo, built both ways and installed outside the tree --------------------------------
+BUNDLE_LIMIT = 5_000_000  # setup.py's default LENSZOO_BUNDLE_MAX_BYTES
+
+
+def _link_or_copy(source, target):
+    try:
+        os.link(source, target)  # the weights are large: a hard link where the file system allows one
+    except OSError:
+        shutil.copy2(source, target)
+
+
+@pytest.fixture(scope="session")
+def zoo_wheels(tmp_path_factory):
+    """The repository's zoo built as a release is (`python -m build`: the sdist, then the wheel from
+    it) and as `pip wheel .` builds it, from one copy of the tree: (wheel via sdist, direct wheel)."""
+    root = tmp_path_factory.mktemp("zoo-build")
+    copy = root / "repo"
+    shutil.copytree(REPO / "lenszoo", copy / "lenszoo", ignore=shutil.ignore_patterns("__pycache__", "zoo"))
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "weights_manifest.json"):
+        shutil.copy(REPO / name, copy / name)
+    shutil.copytree(REPO / "weights", copy / "weights", copy_function=_link_or_copy)
+    env = {k: v for k, v in os.environ.items() if k not in ("LENSZOO_BUNDLE_MAX_BYTES", "PYTHONPATH")}
+    built = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(root / "via-sdist"),
+                            str(copy)], capture_output=True, text=True, env=env, cwd=root, timeout=600)
+    assert built.returncode == 0, f"python -m build failed (is `build` installed? it is in lenszoo[test])\n" \
+                                  f"{built.stdout[-2000:]}{built.stderr[-2000:]}"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(root / "direct"), str(copy)], check=True, capture_output=True, env=env, cwd=root, timeout=600)
+    return next((root / "via-sdist").glob("lenszoo-*.whl")), next((root / "direct").glob("lenszoo-*.whl"))
+
+
+@pytest.fixture(scope="session")
+def zoo_install(zoo_wheels, tmp_path_factory):
+    """The wheel built via the sdist, installed with `pip install --target` into a temporary folder;
+    (run: `python -m lenszoo ARGS` from a working directory outside the tree, the folder)."""
+    root = tmp_path_factory.mktemp("zoo-install")
+    site, work = root / "site", root / "work"
+    work.mkdir()
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+                    str(zoo_wheels[0])], check=True, capture_output=True, cwd=root, timeout=600)
+    env = {k: v for k, v in os.environ.items() if k not in ("LENSZOO_MANIFEST", "HF_HUB_OFFLINE")}
+    # nothing listens on port 9: a request to the Hub would fail at once, never reach the internet
+    env.update(PYTHONPATH=str(site), LENSZOO_PLUGINS="", HF_HOME=str(root / "hf-home"),
+               HF_ENDPOINT="http://127.0.0.1:9", OMP_NUM_THREADS="2")
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "lenszoo", *map(str, args)], capture_output=True, text=True,
+                              cwd=work, env=env, timeout=600)
+
+    return run, site
+
+
+def zoo_in(wheel) -> dict:
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as archive:
+        return {info.filename.removeprefix("lenszoo/zoo/"): info.CRC for info in archive.infolist()
+                if info.filename.startswith("lenszoo/zoo/")}
+
+
+def test_a_wheel_built_via_the_sdist_carries_the_same_zoo_as_a_direct_one(zoo_wheels):
+    """Item 12 of issue 27: `python -m build` left radial_profile out (MANIFEST.in listed families by hand)."""
+    import zlib
+
+    via_sdist, direct = zoo_wheels
+    manifest = json.loads((REPO / "weights_manifest.json").read_text())
+    small = [e for e in manifest["weights"] if e["size"] <= BUNDLE_LIMIT]
+    expected = {"weights_manifest.json": zlib.crc32((REPO / "weights_manifest.json").read_bytes())}
+    for entry in small:
+        for item in (REPO / entry["folder"]).iterdir():
+            expected[f"{entry['folder']}/{item.name}"] = zlib.crc32(item.read_bytes())
+    assert {e["arch"] for e in small} >= {"radial_profile", "c8_steerable", "hnet", "etn"}
+    assert len(small) < len(manifest["weights"])  # ResNet-50 stays out
+    assert zoo_in(direct) == expected
+    assert zoo_in(via_sdist) == expected
+
+
+UNPUBLISHED_RESNET = [e for e in json.loads((REPO / "weights_manifest.json").read_text())["weights"]
+                      if e["size"] > BUNDLE_LIMIT and not e["hf_repo_id"]]
+
+
+def test_the_demo_of_an_installed_wheel_scores_what_it_has_and_names_what_it_skipped(zoo_install):
+    """Item 13: the demo exited 1 at the first checkpoint the wheel lacks."""
+    run, site = zoo_install
+    done = run("demo", "--n-per-class", "1", "--figure", "out/demo.png")
+    assert done.returncode == 0, done.stderr[-3000:]
+    skipped = [line for line in done.stdout.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 1, done.stdout
+    assert skipped[0].startswith(f"skipped {len(UNPUBLISHED_RESNET)} of ")
+    for entry in UNPUBLISHED_RESNET:
+        assert f"{entry['arch']}/{entry['task']}/{entry['dataset']}" in skipped[0]
+    assert "not bundled with this install and not yet published" in skipped[0]
+    bundled = len(json.loads((site / "lenszoo" / "zoo" / "weights_manifest.json").read_text())["weights"]) \
+        - len(UNPUBLISHED_RESNET)
+    assert done.stdout.strip().splitlines()[-1].startswith(f"{bundled} models in ")
+    assert "radial_profile  classify  A" in done.stdout
+    assert done.stderr.strip() == "", done.stderr  # no warnings leak
+
+
+def test_download_all_from_an_installed_wheel_fetches_the_rest_and_names_what_it_skipped(zoo_install):
+    """Item 13: `download --all` stopped at the first unpublished entry."""
+    run, site = zoo_install
+    done = run("download", "--all")
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    ready = [line for line in lines if line.startswith(("c8_steerable/", "hnet/", "etn/", "radial_profile/"))]
+    assert ready and all(str(site) in line for line in ready)
+    assert lines[-1].startswith(f"{len(ready)} checkpoints ready for offline use; skipped {len(UNPUBLISHED_RESNET)} ")
+    for entry in UNPUBLISHED_RESNET:
+        assert f"{entry['arch']}/{entry['task']}/{entry['dataset']}" in lines[-1]
+    assert not any("resnet50" in line for line in lines[:-1])
+
+
+def test_an_installed_wheel_says_resnet50_is_not_bundled_and_not_published(zoo_install):
+    """Item 14: 'missing or corrupted', and `info` listed a weights path the wheel does not have."""
+    run, site = zoo_install
+    info = run("info", "resnet50")
+    assert info.returncode == 0, info.stderr
+    weights = [line for line in info.stdout.splitlines() if line.strip().startswith("weights:")]
+    assert len(weights) == len(UNPUBLISHED_RESNET)
+    assert all(line.endswith("not bundled with this install and not yet published on the Hugging Face Hub")
+               for line in weights), weights
+    assert "weights/resnet50" not in info.stdout  # no path that is not there
+    info = run("info", "radial_profile")
+    paths = [line.rsplit(": ", 1)[1] for line in info.stdout.splitlines() if line.strip().startswith("weights:")]
+    assert paths and all(Path(path).is_file() and path.startswith(str(site)) for path in paths)
+
+    done = run("download", "resnet50", "--task", "regress", "--dataset", "B")
+    assert done.returncode == 1 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: weights for resnet50/regress/B are not bundled"), lines
+    for fragment in ("47 MB", "not yet published on the Hugging Face Hub", "git checkout", "LENSZOO_MANIFEST"):
+        assert fragment in lines[0]
+    assert "corrupted" not in lines[0]

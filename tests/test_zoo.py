@@ -95,3 +95,83 @@ def test_the_readme_headline_table_is_the_manifests():
     block = readme.split(HEADLINE_BEGIN)[1].split(HEADLINE_END)[0].strip()
     paper = load_paper(REPO / "docs" / "seed_paper.json")
     assert block == headline_table(released_weights(REPO / "weights_manifest.json"), paper["rows"])
+
+
+# -- a zoo with a checkpoint that is neither here nor published (issue 27, items 13 and 14) -------
+@pytest.fixture(params=["checkout", "installed"])
+def partial_zoo(request, tmp_path, monkeypatch):
+    """A manifest whose radial_profile/*/A checkpoints are on disk and whose resnet50/classify/A is
+    neither on disk nor published: in a folder of one's own (LENSZOO_MANIFEST) or as an installed
+    wheel's lenszoo/zoo/ (which carries only the small checkpoints)."""
+    import shutil
+
+    import lenszoo.weights
+
+    zoo = tmp_path / "zoo"
+    keep = [e for e in MANIFEST["weights"] if e["arch"] == "radial_profile" and e["dataset"] == "A"]
+    missing = next(e for e in MANIFEST["weights"] if (e["arch"], e["task"], e["dataset"]) == ("resnet50", "classify", "A"))
+    assert not missing["hf_repo_id"]
+    for entry in keep:
+        shutil.copytree(REPO / entry["folder"], zoo / entry["folder"])
+    (zoo / "weights_manifest.json").write_text(json.dumps({**MANIFEST, "weights": keep + [missing]}))
+    monkeypatch.setenv("LENSZOO_MANIFEST", str(zoo / "weights_manifest.json"))
+    if request.param == "installed":
+        monkeypatch.setattr(lenszoo.weights, "PACKAGED_ZOO", zoo.resolve())
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: no request leaves the machine
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    expected = ("not bundled with this install and not yet published on the Hugging Face Hub"
+                if request.param == "installed" else f"not under {zoo} and not yet published on the Hugging Face Hub")
+    return zoo, keep, expected
+
+
+def cli(*args):
+    from click.testing import CliRunner
+
+    from lenszoo.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_demo_scores_what_is_here_and_names_what_it_skipped_in_one_line(partial_zoo, tmp_path):
+    zoo, keep, expected = partial_zoo
+    result = cli("demo", "--n-per-class", "1", "--figure", tmp_path / "demo.png")
+    assert result.exit_code == 0, result.output
+    skipped = [line for line in result.stdout.splitlines() if line.startswith("skipped ")]
+    assert skipped == [f"skipped 1 of 3 released checkpoints, not available here: resnet50/classify/A ({expected}); "
+                       "to use them, run lenszoo from a git checkout of its repository (which carries weights/), or "
+                       "set LENSZOO_MANIFEST to the weights_manifest.json of a folder whose weights/ holds them"]
+    assert result.stdout.strip().splitlines()[-1].startswith(f"{len(keep)} models in ")
+    assert (tmp_path / "demo.png").is_file()
+
+
+def test_download_all_fetches_the_rest_and_names_what_it_skipped(partial_zoo):
+    zoo, keep, expected = partial_zoo
+    result = cli("download", "--all")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines[:-1]] == [f"radial_profile/{e['task']}/A" for e in keep]
+    assert lines[-1].startswith(f"{len(keep)} checkpoints ready for offline use; skipped 1 of 3 released "
+                                f"checkpoints, not available here: resnet50/classify/A ({expected})")
+
+
+def test_weights_neither_here_nor_published_say_so_and_what_works(partial_zoo):
+    from lenszoo.errors import LenszooError
+
+    zoo, keep, expected = partial_zoo
+    with pytest.raises(LenszooError) as caught:
+        lenszoo.load("resnet50", task="classify", dataset="A")
+    message = str(caught.value)
+    assert "corrupted" not in message and "not yet published on the Hugging Face Hub" in message
+    assert "git checkout" in message and "LENSZOO_MANIFEST" in message
+    if "bundled" in expected:
+        assert "are not bundled with this installed lenszoo" in message and "47 MB" in message
+    else:
+        assert f"are not at {zoo / 'weights' / 'resnet50-classify-A'}" in message
+    info = cli("info", "resnet50")
+    assert info.exit_code == 0, info.output
+    assert [line.strip() for line in info.stdout.splitlines() if "weights:" in line] == \
+        [f"weights:     task=classify dataset=A: {expected}"]
+    info = cli("info", "radial_profile")
+    paths = [line.rsplit(": ", 1)[1] for line in info.stdout.splitlines() if "weights:" in line]
+    assert paths == [str(zoo / e["file"]) for e in keep] and all(Path(p).is_file() for p in paths)

@@ -63,7 +63,8 @@ def publish_command(path, repo_id, tag, private, update_manifest, whole_release,
 @click.option("--task", type=click.Choice(TASKS), default="classify", show_default=True)
 @click.option("--dataset", default="A", show_default=True)
 @click.option("--all", "everything", is_flag=True, help="Every released checkpoint (for machines that will be "
-              "offline: HF_HUB_OFFLINE=1 then loads them from the cache).")
+              "offline: HF_HUB_OFFLINE=1 then loads them from the cache); those not published yet, and not on this "
+              "disk, are skipped and named.")
 def download_command(name, task, dataset, everything):
     """Fetch NAME (a registered architecture's released weights, or hf-hub:ORG/NAME[@REV]) into the
     Hugging Face cache for later offline use; sha256 checked."""
@@ -71,14 +72,22 @@ def download_command(name, task, dataset, everything):
     from ..resolve import checkpoint_folder_for, resolve_name
 
     if everything:
-        from ..weights import released_weights, resolve_entry
+        from ..weights import WeightsUnavailable, entry_label, released_weights, resolve_entry, skipped_summary
 
         if name:
             raise LenszooError("--all fetches every released checkpoint; give no NAME with it")
-        entries = released_weights()
+        entries, skipped = released_weights(), []
         for entry in entries:
-            click.echo(f"{entry['arch']}/{entry['task']}/{entry['dataset']}: {resolve_entry(entry)}")
-        click.echo(f"{len(entries)} checkpoints ready for offline use")
+            try:
+                folder = resolve_entry(entry)
+            except WeightsUnavailable as exc:
+                if exc.published:  # published, but offline: going online fetches it
+                    raise
+                skipped.append(exc)  # no one can fetch it yet: the rest still come
+                continue
+            click.echo(f"{entry_label(entry)}: {folder}")
+        click.echo(f"{len(entries) - len(skipped)} checkpoints ready for offline use"
+                   + (f"; {skipped_summary(skipped, len(entries))}" if skipped else ""))
         return
     if not name:
         raise LenszooError("give NAME (an architecture or hf-hub:ORG/NAME), or --all")

@@ -33,7 +33,8 @@ from ..hookspecs import hookimpl
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--engine", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
               help="What runs the network: PyTorch, or onnxruntime on the CPU (exported and checked first; "
-                   "~1.5x faster on CPUs; needs lenszoo[onnx]).")
+                   "needs lenszoo[onnx]). Its speed against PyTorch, bare and end to end, was measured on one "
+                   "machine: see the table in docs/predict.md.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, resume, batch_size, workers, device,
                     engine, quiet):
