@@ -45,9 +45,7 @@ def export_onnx(model, path, *, opset: int = OPSET, check: bool = True) -> dict:
     outputs with PyTorch's on a batch of normalised random lenses. Returns what was checked."""
     import torch
 
-    import os
-
-    from .files import temporary_path
+    from .files import publish_new, temporary_path
 
     path = check_onnx_path(path)
     config = getattr(model, "lenszoo_config", None) or {}
@@ -70,7 +68,11 @@ def export_onnx(model, path, *, opset: int = OPSET, check: bool = True) -> dict:
         result = {"arch": arch, "opset": opset, "path": str(path)}
         if check:
             result.update(check_onnx(staging, model))
-        os.replace(staging, path)
+        try:
+            publish_new(staging, path)
+        except FileExistsError:
+            raise LenszooError(f"{path} appeared while exporting; lenszoo never overwrites a file: choose a new "
+                               "--onnx path") from None
     finally:
         staging.unlink(missing_ok=True)
     return result

@@ -7,8 +7,9 @@
     metrics.jsonl       one JSON line per epoch
     learning_curve.png
 
-Only rank 0 writes. Each state folder is written whole before LATEST names it,
-so a kill at any point leaves the previous state usable.
+Only rank 0 writes, holding the run's lock (``.lenszoo.lock`` inside it) for the whole command,
+so a second train of the same run directory is refused. Each state folder is written whole before
+LATEST names it, so a kill at any point leaves the previous state usable.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import LenszooError
-from .files import atomic_folder, atomic_write_text
+from .files import atomic_folder, atomic_write_text, claim_output, hold_lock, lock_inside
 
 if TYPE_CHECKING:
     from .train.config import TrainConfig
@@ -41,6 +42,18 @@ CURVE_FILE = "learning_curve.png"
 
 def is_run_directory(path) -> bool:
     return (Path(path) / RUN_FILE).is_file()
+
+
+def lock_run(run_dir):
+    """Hold the run directory's lock (a context manager): one command writes a run at a time."""
+    return hold_lock(lock_inside(run_dir), target=run_dir, what="another lenszoo train")
+
+
+def claim_new_run(run_dir):
+    """Check that a new run may start in ``run_dir``: new or empty, never over a run or a user's files."""
+    if (Path(run_dir) / RUN_FILE).exists():
+        raise LenszooError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
+    claim_output(run_dir, what="lenszoo run directory", is_ours=lambda path: False)
 
 
 def read_run(run_dir) -> dict:

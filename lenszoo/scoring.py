@@ -12,13 +12,14 @@ import csv
 import io
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import LenszooError
-from .tasks import CLASS_NAMES
+from .tasks import CLASS_NAMES, TASKS
 
 INPUT_SIZE = (64, 64)
 SUFFIXES = {".fits": "fits", ".fit": "fits", ".fts": "fits", ".fits.gz": "fits", ".fit.gz": "fits",
@@ -421,12 +422,203 @@ def _require_pyarrow():
                            "or write .csv or .jsonl") from None
 
 
-class RowWriter:
-    """Appends rows as whole lines, flushed per batch; Parquet goes through a CSV journal beside
-    it and is written (atomically) at the end."""
+def require_onnxruntime():
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise LenszooError("--engine onnxruntime needs onnxruntime: pip install 'lenszoo[onnx]'") from None
 
-    def __init__(self, out, *, fmt, columns, resume=False):
-        self.out, self.fmt, self.columns = Path(out), fmt, columns
+
+# Paths are written as the file system gives them: bytes that are not UTF-8 round-trip.
+ENCODING, ERRORS = "utf-8", "surrogateescape"
+SHA256_RE = re.compile(r"(?:[0-9a-f]{64})?")
+
+
+@dataclass
+class Table:
+    """An existing results table, read and checked whole: its task, its rows (typed), and
+    ``keep``, the bytes of whole rows; beyond it (up to ``size``) lies the line a kill cut off."""
+
+    path: Path
+    task: str
+    rows: list
+    keep: int
+    size: int
+
+
+def _not_ours(path, why) -> LenszooError:
+    return LenszooError(f"{path} is not a lenszoo predict table ({why}); lenszoo never changes it: choose another "
+                        "--out")
+
+
+def _damaged(path, line, why) -> LenszooError:
+    return LenszooError(f"{path} line {line} is not a whole row lenszoo wrote ({why}); the table is left as it is: "
+                        "remove that line, or choose a new --out")
+
+
+def _task_of(names) -> str | None:
+    return next((task for task in TASKS if list(names) == columns_for(task)), None)
+
+
+def _typed_row(values: dict, columns, *, text: bool) -> dict:
+    """``values`` (strings from CSV with ``text``, else JSON values) checked against what
+    :func:`rows_for` writes; raises ValueError naming what is wrong."""
+    row = {}
+    for name in columns:
+        value = values[name]
+        if name in ("source", "model"):
+            if not isinstance(value, str) or (name == "source" and not value):
+                raise ValueError(f"{name} {value!r}")
+        elif name == "index":
+            if text:
+                if not (value.isascii() and value.isdigit()):
+                    raise ValueError(f"index {value!r} is not a whole number")
+                value = int(value)
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"index {value!r} is not a whole number")
+        elif name == "tta":
+            if text:
+                if value not in ("True", "False"):
+                    raise ValueError(f"tta {value!r}")
+                value = value == "True"
+            elif not isinstance(value, bool):
+                raise ValueError(f"tta {value!r}")
+        elif name == "predicted_class":
+            if value not in CLASS_NAMES:
+                raise ValueError(f"predicted_class {value!r}")
+        elif name == "model_sha256":
+            if not isinstance(value, str) or not SHA256_RE.fullmatch(value):
+                raise ValueError(f"model_sha256 {value!r} is not a sha256")
+        else:  # p_* and log10_m_a
+            try:
+                if isinstance(value, bool) or not isinstance(value, str if text else (int, float)):
+                    raise ValueError
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"{name} {value!r} is not a number") from None
+            if not np.isfinite(value):
+                raise ValueError(f"{name} {value!r} is not finite")
+        row[name] = value
+    return row
+
+
+def _csv_records(text: str):
+    """``(fields, line)`` for each whole record of ``text``, and the offset where the line a kill
+    cut off starts (the text after the last newline), else ``None``. A record that runs past a
+    newline and is not finished (a cut inside a quoted name) is damage, never cut away: dropping
+    it could drop whole rows after it."""
+    lines = io.StringIO(text, newline="").readlines()
+    position = 0
+
+    def fed():
+        nonlocal position
+        for line in lines:
+            position += len(line)
+            yield line
+
+    reader = csv.reader(fed(), strict=True)
+    records, start = [], 0
+    while True:
+        line = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return records, None
+        except csv.Error as exc:
+            at_end = position == len(text) and text[start:].count('"') % 2 == 1  # EOF inside quotes
+            if at_end and "\n" not in text[start:]:
+                return records, start
+            raise ValueError(line, "a quoted name is cut off" if at_end else str(exc)) from None
+        if position == len(text) and not text.endswith("\n"):
+            if "\n" in text[start:]:
+                raise ValueError(line, "a quoted name is cut off")
+            return records, start
+        records.append((fields, line))
+        start = position
+
+
+def read_table(path, fmt: str) -> Table:
+    """Read and check ``path`` as a lenszoo predict table (CSV or JSON lines) without changing it.
+
+    Refused in one line: a file whose header (or first row) is not lenszoo's, or any whole row that
+    is not one lenszoo wrote (a short row, a non-integer index, a cut inside a quoted name that a
+    later row follows...). Only the last, unterminated line may be cut: that is what a kill leaves.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    if not data:
+        raise _not_ours(path, "it is empty, and lenszoo creates its tables whole")
+    text = data.decode(ENCODING, ERRORS)
+    rows = []
+    if fmt == "csv":
+        try:
+            records, cut = _csv_records(text)
+        except ValueError as exc:  # a quote out of place: ours only if the header was
+            line, why = exc.args
+            if line == 1 or _task_of(next(csv.reader([text.split("\n", 1)[0]]), [])) is None:
+                raise _not_ours(path, "its first line is not a lenszoo header") from None
+            raise _damaged(path, line, why) from None
+        if not records:
+            raise _not_ours(path, "it has no whole first line")
+        task = _task_of(records[0][0])
+        if task is None:
+            raise _not_ours(path, "its first line is not a lenszoo header")
+        columns = columns_for(task)
+        for fields, line in records[1:]:
+            if len(fields) != len(columns):
+                raise _damaged(path, line, f"{len(fields)} fields, a row has {len(columns)}")
+            try:
+                rows.append(_typed_row(dict(zip(columns, fields)), columns, text=True))
+            except ValueError as exc:
+                raise _damaged(path, line, str(exc)) from None
+        keep = len(text) if cut is None else cut
+    else:
+        keep = text.rfind("\n") + 1
+        task = None
+        for number, line in enumerate(text[:keep].split("\n")[:-1], start=1):
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            names = list(row) if isinstance(row, dict) else None
+            if task is None:
+                task = _task_of(names) if names else None
+                if task is None:
+                    raise _not_ours(path, "its first line is not a lenszoo row")
+                columns = columns_for(task)
+            if names != columns:
+                raise _damaged(path, number, "not a JSON row of the table's columns")
+            try:
+                rows.append(_typed_row(row, columns, text=False))
+            except ValueError as exc:
+                raise _damaged(path, number, str(exc)) from None
+        if task is None:
+            raise _not_ours(path, "it has no whole first line")
+    keep_bytes = len(text[:keep].encode(ENCODING, ERRORS))
+    return Table(path, task, rows, keep_bytes, len(data))
+
+
+def _csv_line(values) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(values)
+    return buffer.getvalue()
+
+
+class RowWriter:
+    """The results table of one run, continued or new.
+
+    Making it writes nothing: an existing table is read and checked first (:func:`read_table`),
+    and continued only with ``resume`` and, after :meth:`check_same`, only if its rows are of the
+    same task, weights and ``--tta``. The file is created whole with its header and first rows
+    (an exclusive rename, so never empty and never over a file that appeared meanwhile); rows
+    are then appended as whole lines, flushed to disk per batch. Parquet goes through a CSV
+    journal beside it and is written at the end.
+    """
+
+    def __init__(self, out, *, fmt, columns=None, resume=False):
+        self.out, self.fmt, self.columns = Path(out), fmt, list(columns) if columns else None
+        self.handle = None
+        self.written = 0
         if fmt == "parquet":
             _require_pyarrow()
             self.journal = self.out.with_name(f".{self.out.name}.predict-journal.csv")
@@ -434,97 +626,121 @@ class RowWriter:
                 raise LenszooError(f"{self.out} exists (a finished Parquet table is not extended); choose a new --out")
         else:
             self.journal = self.out
+        if self.journal.is_dir():
+            raise LenszooError(f"--out {self.out} is a folder; give a file path for the results table")
+        if not self.journal.parent.is_dir():
+            raise LenszooError(f"--out {self.out}: the folder {self.journal.parent} does not exist; create it or "
+                               "choose another --out")
+        self.existing = read_table(self.journal, self.journal_format) if self.journal.exists() else None
+        if self.existing is not None and not resume:
+            raise LenszooError(f"{self.journal} exists (a lenszoo predict table of {len(self.existing.rows)} rows); "
+                               "pass --resume to continue it, or choose a new --out (lenszoo never overwrites a file)")
         self.done: dict[str, set[int]] = {}
-        self.sha = None
-        if self.journal.exists() and self.journal.stat().st_size:
-            if not resume:
-                raise LenszooError(f"{self.journal} exists; pass --resume to continue it, or choose a new --out "
-                                   "(lenszoo never overwrites a file)")
-            self._load_existing()
-            self.handle = open(self.journal, "a", encoding="utf-8", newline="")
-        else:
-            try:
-                self.handle = open(self.journal, "x", encoding="utf-8", newline="")
-            except FileExistsError:  # an empty file: not ours to take over
-                raise LenszooError(f"{self.journal} exists; choose a new --out") from None
-            except OSError as exc:
-                raise LenszooError(f"cannot create --out {self.journal}: {exc.strerror or exc}") from None
-            if self.journal_format == "csv":
-                self._write(self._csv_line(self.columns))
+        for row in self.existing.rows if self.existing else []:
+            self.done.setdefault(row["source"], set()).add(row["index"])
+        if self.columns is not None:
+            self._check_columns(self.columns)
 
     @property
     def journal_format(self):
         return "csv" if self.fmt == "parquet" else self.fmt
 
-    def _csv_line(self, values) -> str:
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerow(values)
-        return buffer.getvalue()
+    @property
+    def rows(self) -> int:
+        """Rows in the table now."""
+        return (len(self.existing.rows) if self.existing else 0) + self.written
 
-    def _write(self, text):
-        self.handle.write(text)
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
+    def _check_columns(self, columns):
+        if self.existing is not None and columns_for(self.existing.task) != list(columns):
+            raise LenszooError(f"{self.journal} is a lenszoo predict table of another task ({self.existing.task}: "
+                               "its columns differ); choose a new --out")
+        self.columns = list(columns)
 
-    def _load_existing(self):
-        data = self.journal.read_bytes()
-        if not data.endswith(b"\n"):  # the line a kill cut off: ours to drop
-            keep = data.rfind(b"\n") + 1
-            with open(self.journal, "r+b") as handle:
-                handle.truncate(keep)
-            data = data[:keep]
-        text = data.decode("utf-8", errors="replace")
-        mismatch = LenszooError(f"{self.journal} is not a lenszoo predict output of this task (its columns "
-                                "differ); choose a new --out")
-        if self.journal_format == "csv":
-            reader = csv.reader(io.StringIO(text))
-            header = next(reader, None)
-            if header != self.columns:
-                raise mismatch
-            rows = [dict(zip(header, r)) for r in reader if r]
-        else:
-            rows = []
-            for line in text.splitlines():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    raise mismatch from None
-                if not isinstance(row, dict) or list(row) != self.columns:
-                    raise mismatch
-                rows.append(row)
-        for row in rows:
-            self.done.setdefault(row["source"], set()).add(int(row["index"]))
-        shas = {row["model_sha256"] for row in rows}
-        ttas = {str(row["tta"]).lower() for row in rows}
-        self.sha = shas.pop() if len(shas) == 1 else None
-        self.tta = ttas.pop() == "true" if len(ttas) == 1 else None
-
-    def check_same(self, sha: str, tta: bool):
-        if self.done and self.sha is not None and self.sha != sha:
-            raise LenszooError(f"{self.journal} holds rows of another model (weights sha256 {self.sha[:12]}); "
+    def check_same(self, sha: str, tta: bool, columns=None):
+        """Refuse to continue a table holding rows of another task, other weights or another --tta."""
+        if columns is not None:
+            self._check_columns(columns)
+        rows = self.existing.rows if self.existing else []
+        other = sorted({row["model_sha256"] for row in rows} - {sha})
+        if other:
+            raise LenszooError(f"{self.journal} holds rows of another model (weights sha256 {other[0][:12] or 'none'}); "
                                "resume with the same model, or choose a new --out")
-        if self.done and self.tta is not None and self.tta != tta:
-            raise LenszooError(f"{self.journal} was written {'with' if self.tta else 'without'} --tta; resume "
-                               "with the same setting, or choose a new --out")
+        if any(row["tta"] != tta for row in rows):
+            raise LenszooError(f"{self.journal} was written {'without' if tta else 'with'} --tta; resume with the "
+                               "same setting, or choose a new --out")
 
-    def write(self, rows):
+    def _encode(self, rows) -> bytes:
         if self.journal_format == "csv":
-            text = "".join(self._csv_line([row[c] for c in self.columns]) for row in rows)
+            text = "".join(_csv_line([row[c] for c in self.columns]) for row in rows)
         else:
             text = "".join(json.dumps(row) + "\n" for row in rows)
-        self._write(text)
+        return text.encode(ENCODING, ERRORS)
+
+    def _write(self, handle, data: bytes):
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+    def _open(self, first: bytes = b"") -> bool:
+        """Make the file writable: a new one created whole with ``first`` (CSV: after the header),
+        or an existing one with the line a kill cut off dropped. True if ``first`` was written."""
+        from .files import atomic_create
+
+        if self.columns is None:
+            raise ValueError("RowWriter needs its columns (check_same(..., columns=)) before it writes")
+        if self.existing is not None:
+            size = os.stat(self.journal).st_size
+            if size != self.existing.size:
+                raise LenszooError(f"{self.journal} changed while this command read it; is another program writing "
+                                   "it? Choose a new --out")
+            if self.existing.keep < size:  # checked above: everything before it is lenszoo's
+                os.truncate(self.journal, self.existing.keep)
+            self.handle = open(self.journal, "ab")
+            return False
+        if self.journal_format == "csv":
+            first = _csv_line(self.columns).encode(ENCODING) + first
+        elif not first:
+            return False  # JSON lines have no header: the file begins with its first row
+        try:
+            atomic_create(self.journal, lambda handle: self._write(handle, first))
+        except FileExistsError:
+            raise LenszooError(f"{self.journal} appeared while this command was scoring; lenszoo never replaces a "
+                               "file: choose a new --out") from None
+        self.existing = Table(self.journal, _task_of(self.columns), [], len(first), len(first))
+        self.handle = open(self.journal, "ab")
+        return True
+
+    def write(self, rows):
+        if not rows:
+            return
+        data = self._encode(rows)
+        if self.handle is not None or not self._open(data):
+            self._write(self.handle, data)
+        self.written += len(rows)
+
+    def abort(self):
+        """Stop without finishing: every row written so far stays, and --resume continues."""
+        if self.handle is not None:
+            self.handle.close()
 
     def close(self):
-        """Finish the table (Parquet: written from the journal now)."""
-        self.handle.close()
+        """Finish the table (Parquet: written from the journal now). A JSON lines table that got
+        no rows is not created."""
+        from .files import atomic_create
+
+        if self.handle is None:
+            self._open()
+        self.abort()
         if self.fmt == "parquet":
             import pyarrow.csv as pa_csv
             import pyarrow.parquet as pq
 
-            from .files import atomic_write
-
             table = pa_csv.read_csv(self.journal)
-            atomic_write(self.out, lambda handle: pq.write_table(table, handle))
+            try:
+                atomic_create(self.out, lambda handle: pq.write_table(table, handle))
+            except FileExistsError:
+                raise LenszooError(f"{self.out} appeared while this command was scoring; lenszoo never replaces a "
+                                   f"file: the rows are kept in {self.journal}") from None
             self.journal.unlink()
 
 
@@ -572,12 +788,25 @@ def predict(model, inputs, *, task="classify", dataset="A", tta=False, resize=No
 
 
 # -- splitting a survey across processes (torchrun) ----------------------------------------------
+def _env_whole(name: str, default: str) -> int:
+    value = os.environ.get(name, default).strip()
+    if not (value.isascii() and value.isdigit()):
+        raise LenszooError(f"{name}={os.environ.get(name)!r} is not a whole number >= 0; torchrun sets RANK, "
+                           "WORLD_SIZE and LOCAL_RANK: unset them for a single process")
+    return int(value)
+
+
 def launch_rank() -> tuple[int, int]:
-    """``(rank, world size)`` as torchrun sets them; (0, 1) for a plain run."""
-    try:
-        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        raise LenszooError("RANK and WORLD_SIZE must be whole numbers (torchrun sets them)") from None
+    """``(rank, world size)`` as torchrun sets them, checked; (0, 1) for a plain run."""
+    rank, world = _env_whole("RANK", "0"), _env_whole("WORLD_SIZE", "1")
+    if world < 1 or rank >= world:
+        raise LenszooError(f"RANK={rank} WORLD_SIZE={world}: a rank runs from 0 to WORLD_SIZE - 1; torchrun sets "
+                           "them: unset them for a single process")
+    return rank, world
+
+
+def launch_local_rank() -> int:
+    return _env_whole("LOCAL_RANK", "0")
 
 
 def rank_files(files: list[str], rank: int, world: int) -> list[str]:
@@ -595,58 +824,155 @@ def part_path(out, rank: int, world: int, fmt: str) -> Path:
     return out.with_name(f"{out.name}.part-{rank:03d}-of-{world:03d}.{part_format(fmt)}")
 
 
+PART_FORMAT = "lenszoo-predict-part"
+
+
 def done_marker(part: Path) -> Path:
     return part.with_name(f".{part.name}.done.json")
 
 
-def write_done_marker(part: Path, counts: dict, sha: str):
-    from .files import atomic_write_json
+def check_done_marker(part: Path):
+    """Refuse, before anything is written, a file at the marker's name that lenszoo did not write."""
+    from .files import json_says
 
-    atomic_write_json(done_marker(part), {"format": "lenszoo-predict-part", "model_sha256": sha, **counts})
+    marker = done_marker(part)
+    if marker.exists() and not json_says(marker, "format", PART_FORMAT):
+        raise LenszooError(f"{marker} exists and is not a lenszoo part marker; lenszoo never replaces it: move it "
+                           "away or choose another --out")
+
+
+def clear_done_marker(part: Path):
+    """A part about to change is no longer finished: its marker goes first."""
+    from .files import json_says
+
+    marker = done_marker(part)
+    if json_says(marker, "format", PART_FORMAT):
+        marker.unlink()
+
+
+def write_done_marker(part: Path, *, rows: int, task: str, tta: bool, sha: str, counts: dict | None = None):
+    """Mark ``part`` finished: what a merge checks it against (its rows, task, --tta, weights,
+    and the sha256 of the part file itself; none when no row was scored and no file made)."""
+    from .files import atomic_write_json, sha256_file
+
+    part = Path(part)
+    atomic_write_json(done_marker(part), {
+        "format": PART_FORMAT, "rows": rows, "task": task, "tta": bool(tta), "model_sha256": sha,
+        "part_sha256": sha256_file(part) if part.exists() else None, **(counts or {})})
+
+
+def _read_marker(part: Path) -> dict | None:
+    try:
+        marker = json.loads(done_marker(part).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or marker.get("format") != PART_FORMAT:
+        return None
+    rows, part_sha = marker.get("rows"), marker.get("part_sha256")
+    if (isinstance(rows, bool) or not isinstance(rows, int) or rows < 0 or marker.get("task") not in TASKS
+            or not isinstance(marker.get("tta"), bool) or not isinstance(marker.get("model_sha256"), str)
+            or not (part_sha is None or isinstance(part_sha, str))):
+        raise LenszooError(f"{done_marker(part)} is damaged (an older lenszoo's, or edited); score {part.name} again "
+                           "with the torchrun command and --resume, then merge")
+    return marker
+
+
+def _checked_part(part: Path, marker: dict, fmt: str) -> Table | None:
+    """The rows of one finished part, checked against its marker; None for a part with no rows."""
+    from .files import sha256_file
+
+    again = "score it again (the same torchrun command with --resume), then merge"
+    if not part.exists():
+        if marker["rows"] == 0 and marker["part_sha256"] is None:
+            return None
+        raise LenszooError(f"{part.name} is missing, though its marker says it holds {marker['rows']} rows; {again}")
+    if sha256_file(part) != marker["part_sha256"]:
+        raise LenszooError(f"{part.name} changed after its process finished it (its sha256 differs from its "
+                           f"marker's); {again}")
+    table = read_table(part, fmt)
+    if table.keep != table.size:
+        raise LenszooError(f"{part.name} ends in a line cut off; {again}")
+    problem = None
+    if table.task != marker["task"]:
+        problem = f"its rows are {table.task} rows, its marker says {marker['task']}"
+    elif len(table.rows) != marker["rows"]:
+        problem = f"{len(table.rows)} rows, its marker says {marker['rows']}"
+    else:
+        for number, row in enumerate(table.rows, start=2 if fmt == "csv" else 1):
+            if row["model_sha256"] != marker["model_sha256"] or row["tta"] != marker["tta"]:
+                problem = f"line {number} was not scored by the part's weights and --tta"
+                break
+    if problem:
+        raise LenszooError(f"{part.name} does not match its marker ({problem}); {again}")
+    return table
+
+
+PART_RE = re.compile(r"part-(\d+)-of-(\d+)\.(csv|jsonl)")
 
 
 def merge_parts(out, *, fmt: str) -> dict:
-    """Write ``out`` from the finished parts of a torchrun predict (in rank order); the parts stay."""
-    from .files import atomic_write, json_says
+    """Write ``out`` from the finished parts of a torchrun predict (in rank order); the parts stay.
+
+    Every part is checked against its marker (rows, task, --tta, weights, the part's own sha256)
+    and read whole; parts being written are refused, and ``out`` is created exclusively."""
+    from contextlib import ExitStack
+
+    from .files import atomic_create, hold_lock, lock_beside
 
     out = Path(out)
-    pattern = f"{out.name}.part-*-of-*.{part_format(fmt)}"
-    parts = sorted(out.parent.glob(pattern))
-    if not parts:
-        raise LenszooError(f"no parts {out.parent / pattern} to merge; run `torchrun ... -m lenszoo predict` "
+    prefix, kind = f"{out.name}.part-", part_format(fmt)
+    names = sorted(p.name for p in out.parent.iterdir() if p.name.startswith(prefix)) if out.parent.is_dir() else []
+    if not names:
+        raise LenszooError(f"no parts {out.parent / (prefix + '*')} to merge; run `torchrun ... -m lenszoo predict` "
                            f"with --out {out} first")
-    worlds = {p.name.rsplit("-of-", 1)[1].split(".")[0] for p in parts}
+    found = {}
+    for name in names:
+        match = PART_RE.fullmatch(name[len(out.name) + 1:])
+        if match is None or match[3] != kind or not int(match[1]) < int(match[2]):
+            raise LenszooError(f"{out.parent / name} is not a part of a {fmt} `predict --out {out}` (parts are named "
+                               f"{prefix}RRR-of-NNN.{kind}); move it away, then merge")
+        found[name] = (int(match[1]), int(match[2]))
+    worlds = sorted({world for _, world in found.values()})
     if len(worlds) != 1:
-        raise LenszooError(f"parts of runs with different process counts ({', '.join(sorted(worlds))}) are beside "
+        raise LenszooError(f"parts of runs with different process counts ({', '.join(map(str, worlds))}) are beside "
                            f"{out}; keep the parts of one run")
-    world = int(worlds.pop())
+    world = worlds[0]
     expected = [part_path(out, rank, world, fmt) for rank in range(world)]
-    unfinished = [p.name for p in expected if not json_says(done_marker(p), "format", "lenszoo-predict-part")]
-    if unfinished:
-        raise LenszooError(f"parts not finished: {', '.join(unfinished)}; run the same torchrun command again "
-                           "with --resume, then merge")
-    if out.exists():
-        raise LenszooError(f"{out} exists; lenszoo never overwrites a file: choose a new --out or move it away")
-    shas = {json.loads(done_marker(p).read_text()).get("model_sha256") for p in expected}
-    if len(shas) != 1:
-        raise LenszooError("the parts were scored by different weights; score them again with one model")
-    texts = [p.read_text(encoding="utf-8") for p in expected]
-    if part_format(fmt) == "csv":
-        headers = {t.split("\n", 1)[0] for t in texts}
-        if len(headers) != 1:
-            raise LenszooError("the parts have different columns (different tasks); score them again with one model")
-        body = "".join(t.split("\n", 1)[1] for t in texts)
-        merged = headers.pop() + "\n" + body
-    else:
-        merged = "".join(texts)
-    rows = merged.count("\n") - (1 if part_format(fmt) == "csv" else 0)
-    if fmt == "parquet":
-        _require_pyarrow()
-        import pyarrow.csv as pa_csv
-        import pyarrow.parquet as pq
+    with ExitStack() as locks:
+        locks.enter_context(hold_lock(lock_beside(out), target=out))
+        for part in expected:
+            locks.enter_context(hold_lock(lock_beside(part), target=part, what="a lenszoo predict process"))
+        markers = [_read_marker(p) for p in expected]
+        unfinished = [p.name for p, marker in zip(expected, markers) if marker is None]
+        if unfinished:
+            raise LenszooError(f"parts not finished: {', '.join(unfinished)}; run the same torchrun command again "
+                               "with --resume, then merge")
+        if out.exists():
+            raise LenszooError(f"{out} exists; lenszoo never overwrites a file: choose a new --out or move it away")
+        for key, what in (("task", "tasks"), ("model_sha256", "weights"), ("tta", "--tta settings")):
+            if len({marker[key] for marker in markers}) != 1:
+                raise LenszooError(f"the parts were scored with different {what}; score them again with one model "
+                                   "and one --tta setting")
+        tables = [_checked_part(p, marker, kind) for p, marker in zip(expected, markers)]
+        bodies = []
+        for part, table in zip(expected, tables):
+            if table is not None:
+                data = part.read_bytes()
+                bodies.append(data[data.index(b"\n") + 1:] if kind == "csv" else data)
+        header = _csv_line(columns_for(markers[0]["task"])).encode(ENCODING) if kind == "csv" else b""
+        merged = header + b"".join(bodies)
+        rows = sum(marker["rows"] for marker in markers)
+        try:
+            if fmt == "parquet":
+                _require_pyarrow()
+                import pyarrow.csv as pa_csv
+                import pyarrow.parquet as pq
 
-        table = pa_csv.read_csv(io.BytesIO(merged.encode("utf-8")))
-        atomic_write(out, lambda handle: pq.write_table(table, handle))
-    else:
-        atomic_write(out, lambda handle: handle.write(merged.encode("utf-8")))
+                table = pa_csv.read_csv(io.BytesIO(merged))
+                atomic_create(out, lambda handle: pq.write_table(table, handle))
+            else:
+                atomic_create(out, lambda handle: handle.write(merged))
+        except FileExistsError:
+            raise LenszooError(f"{out} appeared while merging; lenszoo never overwrites a file: choose a new --out "
+                               "or move it away") from None
     return {"parts": world, "rows": rows}

@@ -27,11 +27,14 @@ def export_command(model, onnx_path, task, dataset, opset, check, as_json):
       lenszoo export c8_steerable --dataset B --onnx c8-classify-B.onnx
     """
     from ..export import check_onnx_path, export_onnx
+    from ..files import hold_lock, lock_beside
     from ..resolve import load_model
 
-    check_onnx_path(onnx_path)  # before the model is loaded
-    loaded = load_model(model, task=task, dataset=dataset)
-    result = export_onnx(loaded, onnx_path, opset=opset, check=check)
+    path = check_onnx_path(onnx_path)  # before the lock and the model
+    with hold_lock(lock_beside(path), target=path, option="--onnx"):  # one export writes a path at a time
+        check_onnx_path(path)  # an export that finished while this one started
+        loaded = load_model(model, task=task, dataset=dataset)
+        result = export_onnx(loaded, path, opset=opset, check=check)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     checked = (f"; onnxruntime matches PyTorch within {result['max_relative_difference']:.1g} of the outputs' scale "

@@ -48,13 +48,12 @@ def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, re
       lenszoo predict c8_steerable --dataset B cutouts/ --out scores.csv
       lenszoo predict c8_steerable --task regress --dataset B cube.fits --out masses.jsonl --tta
     """
-    import os
+    from ..files import hold_lock, lock_beside
+    from ..resolve import resolve_name
+    from ..scoring import find_inputs, launch_local_rank, launch_rank, output_format, part_format, part_path, \
+        rank_files, require_onnxruntime
 
-    from ..scoring import SOME_FAILED, RowWriter, columns_for, find_inputs, launch_rank, model_identity, \
-        output_format, part_format, part_path, rank_files, score_files, write_done_marker
-    from ..resolve import load_model, resolve_name
-    from ..runtime import resolve_device
-
+    # Every check that can fail runs before anything is written.
     if batch_size < 1:
         raise LenszooError(f"--batch-size must be >= 1, got {batch_size}")
     if workers < 0:
@@ -62,27 +61,53 @@ def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, re
     if hdu is not None and hdu < 0:
         raise LenszooError(f"--hdu must be >= 0, got {hdu}")
     fmt = output_format(out, fmt)
+    rank, world = launch_rank()
+    local_rank = launch_local_rank()
+    if engine == "onnxruntime":
+        if device not in ("auto", "cpu"):
+            raise LenszooError(f"--engine onnxruntime runs on the CPU; drop --device {device} or use --engine torch")
+        require_onnxruntime()
+        device = "cpu"
     resolve_name(model, task=task, dataset=dataset)  # a wrong name fails before the inputs are searched
     files, problems = find_inputs(inputs)
     if not files:
         raise LenszooError("no image files to score: " + "; ".join(map(str, problems)))
-    rank, world = launch_rank()
     target, target_fmt = out, fmt
     if world > 1:  # under torchrun: this rank scores its block of the inputs into its own part
         files = rank_files(files, rank, world)
         target, target_fmt = part_path(out, rank, world, fmt), part_format(fmt)
-    for problem in problems if rank == 0 else []:
-        click.echo(f"skipped {problem}", err=True)
-    if engine == "onnxruntime":
-        if device not in ("auto", "cpu"):
-            raise LenszooError(f"--engine onnxruntime runs on the CPU; drop --device {device} or use --engine torch")
-        device = "cpu"
-    torch_device = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
+    with hold_lock(lock_beside(target), target=target):  # held while this command writes target
+        return _predict_into(model, files, problems, out=out, target=target, target_fmt=target_fmt, task=task,
+                             dataset=dataset, hdu=hdu, resize=resize, tta=tta, resume=resume, batch_size=batch_size,
+                             workers=workers, device=device, local_rank=local_rank, engine=engine, quiet=quiet,
+                             rank=rank, world=world)
+
+
+def _predict_into(model, files, problems, *, out, target, target_fmt, task, dataset, hdu, resize, tta, resume,
+                  batch_size, workers, device, local_rank, engine, quiet, rank, world):
+    """Score ``files`` into ``target`` (``--out``, or this rank's part), holding its lock."""
+    from pathlib import Path
+
+    from ..files import is_disk_full
+    from ..resolve import load_model
+    from ..runtime import resolve_device
+    from ..scoring import SOME_FAILED, RowWriter, check_done_marker, clear_done_marker, columns_for, \
+        model_identity, score_files, write_done_marker
+
+    target = Path(target)
+    if world > 1:
+        check_done_marker(target)
+    # Read and checked, nothing written: a file that is not this command's earlier output stays as it is.
+    writer = RowWriter(target, fmt=target_fmt, resume=resume)
+    torch_device = resolve_device(device, local_rank)
     loaded = load_model(model, task=task, dataset=dataset, device=torch_device)
     task = loaded.lenszoo_config["task"]
     name, sha = model_identity(loaded)
-    writer = RowWriter(target, fmt=target_fmt, columns=columns_for(task), resume=resume)
-    writer.check_same(sha, tta)
+    writer.check_same(sha, tta, columns=columns_for(task))
+    if world > 1:  # a restarted part is unfinished until this run of it ends
+        clear_done_marker(target)
+    for problem in problems if rank == 0 else []:
+        click.echo(f"skipped {problem}", err=True)
     bar = None
     if not quiet and rank == 0:
         from tqdm import tqdm
@@ -100,20 +125,33 @@ def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, re
         counts = score_files(loaded, files, tta=tta, resize=resize, hdu=hdu, batch_size=batch_size,
                              workers=workers, device=torch_device, skip=writer.done, on_rows=writer.write,
                              on_problem=report, progress=bar.update if bar is not None else None, engine=engine)
+        writer.close()
+        if world > 1:
+            write_done_marker(target, rows=writer.rows, task=task, tta=tta, sha=sha, counts=counts)
+    except OSError as exc:
+        writer.abort()  # every finished batch is on disk
+        if not is_disk_full(exc):
+            raise
+        again = "the same torchrun command" if world > 1 else "the same command"
+        advice = (f"{again} with --resume: it keeps the rows in {writer.journal} and scores the rest"
+                  if writer.journal.exists() else f"{again} again (nothing was written to {target})")
+        raise LenszooError(f"{exc.strerror or 'No space left on device'}: {exc.filename or writer.journal}; free "
+                           f"some disk space (or choose another --out), then run {advice}") from None
     except BaseException:
-        writer.handle.close()  # every finished batch is on disk; --resume continues
+        writer.abort()  # every finished batch is on disk; --resume continues
         raise
     finally:
         if bar is not None:
             bar.close()
-    writer.close()
-    if world > 1:
-        write_done_marker(target, counts, sha)
     seconds = time.perf_counter() - started
     rate = counts["images"] / seconds if seconds > 0 else 0.0
     resumed = f" ({counts['skipped']} already in {out})" if counts["skipped"] else ""
-    where = f"part {rank + 1} of {world} in {target}; merge with `lenszoo predict-merge --out {out}`" \
-        if world > 1 else f"results in {out}"
+    if world > 1:
+        where = f"part {rank + 1} of {world} in {target}; merge with `lenszoo predict-merge --out {out}`"
+    elif writer.rows or Path(out).exists():
+        where = f"results in {out}"
+    else:
+        where = f"no rows, so {out} was not written"
     click.echo(f"scored {counts['images']} images from {counts['files']} files in {seconds:.1f} s "
                f"({rate:,.0f} img/s) with {name}{resumed}; {failed} not scored; {where}", err=True)
     return SOME_FAILED if failed else 0
@@ -128,7 +166,7 @@ def predict_merge_command(out, fmt):
     process, in input order) into OUT. The parts are left in place."""
     from ..scoring import merge_parts, output_format
 
-    merged = merge_parts(out, fmt=output_format(out, fmt))
+    merged = merge_parts(out, fmt=output_format(out, fmt))  # holds the locks of --out and of every part
     click.echo(f"merged {merged['parts']} parts, {merged['rows']} rows, into {out}", err=True)
 
 

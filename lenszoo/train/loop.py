@@ -15,19 +15,20 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ..errors import LenszooError
-from ..files import claim_output
 from ..metrics import batch_stats, compute_loss
 from ..rundir import (
-    RUN_FILE,
+    claim_new_run,
     clean_leftovers,
     config_for_resume,
     latest_state,
     load_state,
+    lock_run,
     read_run,
     save_state,
     write_run_file,
@@ -122,16 +123,15 @@ def train(config: TrainConfig, *, resume: bool = False, given_fields: set[str] |
     if config.init and not resume:
         init_folder = init_checkpoint(config)
         config.init = str(init_folder.resolve())  # run.json records the exact folder
-    if not resume and (run_dir / RUN_FILE).exists():
-        raise LenszooError(f"{run_dir} already holds a run; continue it with --resume or choose another --out")
     if not resume:  # a new run goes into a new or empty folder, never over a user's files
-        claim_output(run_dir, what="lenszoo run directory", is_ours=lambda path: False)
+        claim_new_run(run_dir)
 
     ctx, device, owns_group = init_distributed(config.device)
     try:
-        run = setup(config, spec, run_dir, ctx, device, resume=resume, started=started, log=log,
-                    init_folder=init_folder)
-        return run if isinstance(run, dict) else fit(run)
+        with ExitStack() as held:  # the run directory's lock, from setup to the end of fit
+            run = setup(config, spec, run_dir, ctx, device, resume=resume, started=started, log=log,
+                        init_folder=init_folder, hold=held.enter_context)
+            return run if isinstance(run, dict) else fit(run)
     finally:
         if owns_group:
             import torch.distributed as dist
@@ -191,13 +191,30 @@ def init_regression_bias(model, value: float) -> bool:
     return False
 
 
-def setup(config, spec, run_dir, ctx, device, *, resume, started, log, init_folder=None) -> Run | dict:
-    """A ready ``Run``, or the summary of a run that has already finished."""
+def on_main(ctx, device, action):
+    """Run ``action`` on rank 0 only; its failure stops every rank (rather than leaving the others
+    waiting at the next barrier)."""
+    failure = None
+    if ctx.is_main:
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001 - re-raised below, on every rank
+            failure = exc
+    if ctx.broadcast_int(int(failure is not None), device):
+        raise failure or LenszooError("rank 0 could not write the run directory; its error says why")
+
+
+def setup(config, spec, run_dir, ctx, device, *, resume, started, log, init_folder=None,
+          hold=lambda lock: None) -> Run | dict:
+    """A ready ``Run``, or the summary of a run that has already finished. ``hold`` keeps a context
+    manager entered until the command ends (the run directory's lock)."""
     import torch
 
     from ..data import NORMALIZATION
 
     info = (lambda message: None) if config.quiet else log
+    if resume:  # before its state is read: no other command may be writing it
+        on_main(ctx, device, lambda: hold(lock_run(run_dir)))
     # Processes on one machine share its cores (torchrun alone would give each all of them).
     if config.threads is None:
         config.threads = max(1, available_cores() // ctx.local_world_size)
@@ -246,11 +263,15 @@ def setup(config, spec, run_dir, ctx, device, *, resume, started, log, init_fold
 
     # Model, data and plan are checked: only now is anything written, so a rejected run leaves
     # no run.json behind and the corrected command starts afresh.
-    if ctx.is_main:
+    def start_writing():
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
+            hold(lock_run(run_dir))
+            claim_new_run(run_dir)  # again, under the lock: no other train started here meanwhile
             write_run_file(run_dir, config, ctx.world_size)
         clean_leftovers(run_dir, state_folder)
+
+    on_main(ctx, device, start_writing)
     ctx.barrier()
 
     run = Run(config, run_dir, ctx, device, model, net, optimizer, data, plan, progress, resume, started, log, info)
