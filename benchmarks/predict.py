@@ -50,7 +50,7 @@ def bare_forward(model, images, batch_size: int, engine: str = "torch") -> float
         started = time.perf_counter()
         with torch.inference_mode():
             for s in range(0, len(images), batch_size):
-                forward(model.preprocess(images[s:s + batch_size])[:, None])
+                forward(model.preprocess(images[s:s + batch_size]))
         best = max(best, len(images) / (time.perf_counter() - started))
     return best
 
@@ -75,7 +75,7 @@ def flops_per_image(model) -> float:
 
     counter = FlopCounterMode(display=False)
     with torch.inference_mode(), counter:
-        model(model.preprocess(torch.zeros(1, 64, 64))[:, None])
+        model(model.preprocess(torch.zeros(1, 64, 64)))
     return float(counter.get_total_flops())
 
 

@@ -24,20 +24,22 @@ from .registry import (  # noqa: E402
 from .tasks import CLASS_NAMES, TASKS  # noqa: E402
 
 
-def load(name, task="classify", dataset="A", *, device="cpu", trainable=False):
+def load(name, task="classify", dataset=None, *, tag=None, device="cpu", trainable=False):
     """A pretrained model in eval mode, with its config and preprocessing attached.
 
-    ``name`` is an architecture with released weights (then ``task`` and ``dataset`` pick
-    them), ``"hf-hub:ORG/NAME@REV"``, or a path to a checkpoint folder or run directory
-    (``./name`` for a folder in the working directory). Steerable models come in their
-    plain-PyTorch inference form (the same outputs, no escnn import); ``trainable=True`` gives
-    the trainable module, for fine-tuning.
+    ``name`` is an architecture with released weights (then ``task``, ``dataset`` and ``tag``
+    pick them; ``"c8_steerable.robust"`` is ``tag="robust"``; ``dataset`` is needed where there
+    are weights for several datasets), ``"hf-hub:ORG/NAME@REV"``, or a path to a checkpoint folder
+    or run directory (``./name`` for a folder in the working directory). Steerable models come in
+    their plain-PyTorch inference form (the same outputs, no escnn import); ``trainable=True``
+    gives the trainable module, for fine-tuning. ``model.lenszoo_config["input_contract"]`` says
+    what images the weights expect.
     """
     from .weights import load as _load
 
-    return _load(name, task=task, dataset=dataset, device=device, trainable=trainable)
+    return _load(name, task=task, dataset=dataset, device=device, trainable=trainable, tag=tag)
 
-def predict(model, inputs, task="classify", dataset="A", **options):
+def predict(model, inputs, task="classify", dataset=None, **options):
     """Score images: ``inputs`` are FITS/.npy/PNG files, folders of them, or an array of
     ``(H, W)`` / ``(N, H, W)`` images; returns one dict per image (class probabilities or
     log10 m_a, the model and its weights' sha256), as ``lenszoo predict`` writes them. Options:

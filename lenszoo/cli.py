@@ -191,12 +191,28 @@ def plugins_command(as_json, show_traceback):
 
 @main.command("info")
 @click.argument("name")
-def info_command(name):
-    """What architecture or dataset NAME is, where it comes from, and its sizes."""
+@click.option("--dataset", help="Also say what images this architecture's weights for DATASET expect "
+              "(their input contract).")
+def info_command(name, dataset):
+    """What architecture or dataset NAME is, where it comes from, and its sizes; with --dataset,
+    what images its released weights for that dataset expect."""
     archs, datasets = registry.architectures, registry.datasets
     if name not in archs and name in datasets:
         return _dataset_info(datasets[name])
     spec = registry.architecture(name)  # an unknown name fails here, with suggestions
+    from .contract import describe
+    from .weights import describe_location, is_default, released_weights
+
+    try:
+        entries = [e for e in released_weights() if e["arch"] == spec.name]
+    except LenszooError:
+        entries = []
+    if dataset is not None:
+        known = sorted({e["dataset"] for e in entries})
+        if dataset not in known:
+            raise LenszooError(f"{spec.name} has no released weights for dataset {dataset!r}; it has: "
+                               f"{', '.join(known) or 'none'}")
+        entries = [e for e in entries if e["dataset"] == dataset]
     click.echo(f"{spec.name}: {spec.description}")
     click.echo(f"  paper:       {spec.paper or '-'}")
     click.echo(f"  plugin:      {spec.plugin} (package {spec.package or 'in-process'})")
@@ -204,14 +220,18 @@ def info_command(name):
     click.echo(f"  model args:  {json.dumps(spec.default_kwargs) if spec.default_kwargs else '-'}")
     for task in spec.tasks:
         click.echo(f"  {task:<9}    {spec.parameter_count(task):,} parameters")
-    from .weights import describe_location, released_weights
-
-    try:
-        entries = [e for e in released_weights() if e["arch"] == spec.name]
-    except LenszooError:
-        entries = []
     for entry in entries:
-        click.echo(f"  weights:     task={entry['task']} dataset={entry['dataset']}: {describe_location(entry)}")
+        group = [e for e in entries if (e["task"], e["dataset"]) == (entry["task"], entry["dataset"])]
+        tag = f" tag={entry['tag']}" if entry.get("tag") else ""
+        default = " (default)" if len(group) > 1 and is_default(entry, group) else ""
+        click.echo(f"  weights:     task={entry['task']} dataset={entry['dataset']}{tag}{default}: "
+                   f"{describe_location(entry)}")
+        if dataset is not None:
+            rows = describe(entry.get("input_contract") or {})
+            if not rows:
+                click.echo("    expects:   not recorded for these weights")
+            for what, value in rows:
+                click.echo(f"    {what + ':':<24} {value}")
     if name in datasets:
         click.echo(f"  ({name} is also a dataset: its generator is described by `lenszoo list --datasets`)")
 

@@ -188,8 +188,6 @@ def dataset_facts(generator) -> dict:
 def measure_contract(generator, *, n: int = 1500, split: str = "train", seed: int = 0, workers: int = 1) -> dict:
     """A generator's contract: its facts and the statistics of ``n`` of its ``split`` images
     (image i of a split is the i-th training image, so these are training images)."""
-    from .data.generate import _simulate_range  # one image loop for the whole package
-
     images = _simulate_images(generator, split, n, seed, workers)
     contract = dataset_facts(generator)
     contract["measured"] = {"n": int(n), "split": split, "seed": int(seed), **summarize(image_statistics(images))}
@@ -252,3 +250,21 @@ def describe(contract: dict) -> list[tuple[str, str]]:
     if tolerates:
         rows.append(("trained on nuisances", ", ".join(f"{k} {v}" for k, v in tolerates.items())))
     return rows
+
+
+_MEASURED: dict[str, dict] = {}  # dataset config (as JSON) -> its measured contract, per process
+
+
+def weights_contract(config: dict) -> dict:
+    """The contract of a checkpoint from its ``config.json``: its dataset's, measured on the
+    training images its recorded generator config makes, plus the nuisances its recipe drew."""
+    import json
+
+    from .registry import get_dataset
+
+    recorded = ((config.get("training_data") or {}).get("generator") or {}).get("config")
+    generator = get_dataset(config["dataset"], **(recorded or {}))
+    key = json.dumps([config["dataset"], getattr(generator, "config", None)], sort_keys=True, default=str)
+    if key not in _MEASURED:
+        _MEASURED[key] = measure_contract(generator)
+    return contract_for_weights(_MEASURED[key], config.get("recipe"))

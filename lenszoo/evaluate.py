@@ -41,7 +41,7 @@ def resolve_model(name, *, task=None, dataset=None, device="cpu"):
     registered architecture's released weights (``lenszoo.resolve`` decides which)."""
     from .resolve import load_model
 
-    model = load_model(name, task=task or "classify", dataset=dataset or "A", device=device)
+    model = load_model(name, task=task or "classify", dataset=dataset, device=device)
     return model, model.lenszoo_source.describe()
 
 
@@ -52,7 +52,9 @@ def trained_parameter_count(name, model, *, task=None, dataset=None) -> int:
         return sum(p.numel() for p in model.parameters())
     from .resolve import load_model
 
-    trainable = load_model(name, task=task or "classify", dataset=dataset or "A", trainable=True)
+    source = getattr(model, "lenszoo_source", None)
+    trainable = load_model(name, task=task or "classify", dataset=dataset or model.lenszoo_config.get("dataset"),
+                           trainable=True, tag=getattr(source, "tag", None))
     return sum(p.numel() for p in trainable.parameters())
 
 
@@ -279,6 +281,16 @@ def default_out(model_info, config, dataset, split, rotations, tta=False) -> Pat
     return Path("eval") / f"{config['arch']}-{config['task']}-{suffix}"
 
 
+def _stored_dataset_name(data_dir) -> str | None:
+    """The dataset a stored folder holds, or None when it cannot say (the data loader then explains)."""
+    try:
+        from .data.storage import read_manifest
+
+        return read_manifest(Path(data_dir)).get("dataset")
+    except (LenszooError, OSError, ValueError):
+        return None
+
+
 def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_per_class=2000, task=None,
                    rotations=False, seed=0, batch_size=256, device="auto", workers=0, out=None, log=None,
                    verify=True, tta=False) -> dict:
@@ -296,8 +308,11 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
     if out is not None:  # before any work: a refused --out costs nothing
         claim_output(out, what="lenszoo evaluation folder", is_ours=is_evaluation_folder)
     torch_device = resolve_device(device)
-    model, model_info = resolve_model(model_name, task=task, dataset=dataset, device=torch_device)
-    model_dataset = dataset
+    weights_for = dataset
+    if weights_for is None and data_dir is not None:  # a released name scores --data with that dataset's weights
+        weights_for = _stored_dataset_name(data_dir)
+    model, model_info = resolve_model(model_name, task=task, dataset=weights_for, device=torch_device)
+    model_dataset = weights_for
     config = model.lenszoo_config
     model_task = config["task"]
     if task is not None and task != model_task:

@@ -84,10 +84,10 @@ def _add_metadata(path: Path, config: dict):
     except ImportError:  # the graph is complete without it; only the metadata is skipped
         return
     graph = onnx.load(str(path))
-    for key in ("arch", "task", "dataset", "weights_sha256", "lenszoo_version"):
+    for key in ("arch", "task", "dataset", "tag", "weights_sha256", "lenszoo_version"):
         if config.get(key) is not None:
             graph.metadata_props.add(key=key, value=str(config[key]))
-    for key in ("normalization", "class_names"):
+    for key in ("normalization", "class_names", "input_contract"):  # input_contract: what images it expects
         if config.get(key) is not None:
             graph.metadata_props.add(key=key, value=json.dumps(config[key]))
     onnx.save(graph, str(path))
@@ -107,7 +107,7 @@ def check_onnx(path, model, n: int = 16, seed: int = 0) -> dict:
     yy, xx = torch.meshgrid(torch.arange(64.0) - 31.5, torch.arange(64.0) - 31.5, indexing="ij")
     ring = torch.exp(-((torch.hypot(yy, xx) - 14) ** 2) / 8)
     raw = ring * torch.rand(n, 1, 1, generator=generator) + 0.05 * torch.randn(n, 64, 64, generator=generator)
-    images = (model.preprocess(raw) if getattr(model, "preprocess", None) is not None else raw)[:, None]
+    images = model.preprocess(raw) if getattr(model, "preprocess", None) is not None else raw[:, None]
     with torch.no_grad():
         expected = model.eval()(images).float().numpy()
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -37,6 +37,14 @@ def is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _hub_constants_now():
+    """huggingface_hub reads HF_HUB_OFFLINE once, at its import; lenszoo reads it at call time, so
+    a process that imported it while offline can still publish once the variable is unset."""
+    from huggingface_hub import constants
+
+    constants.HF_HUB_OFFLINE = is_offline()
+
+
 def cache_dir() -> str | None:
     if os.environ.get("HF_HUB_CACHE"):
         return os.environ["HF_HUB_CACHE"]
@@ -109,23 +117,30 @@ def model_card_text(config: dict, repo_id: str | None = None, revision: str | No
     data = ModelCardData(
         library_name="lenszoo", license="mit", datasets=[dataset_id],
         tags=["lenszoo", "strong-lensing", "dark-matter", arch, task],
-        model_name=f"{arch}-{task}-{dataset}", eval_results=results or None,
+        model_name=f"{arch}-{task}-{dataset}" + (f".{config['tag']}" if config.get("tag") else ""),
+        eval_results=results or None,
     )
     pin = f"@{revision}" if revision else ""
+    tag = config.get("tag")
+    named = f"{arch}.{tag}" if tag else arch
     load_line = (f'lenszoo.load("hf-hub:{repo_id}{pin}")' if repo_id
-                 else f'lenszoo.load("{arch}", task="{task}", dataset="{dataset}")')
+                 else f'lenszoo.load("{named}", task="{task}", dataset="{dataset}")')
     plugin = config.get("plugin")
     needs = _package_line(config) + (f" (the architecture comes from plugin `{plugin}`)"
                                      if config.get("package") not in (None, "lenszoo") else "")
     rows = "\n".join(f"| {split} | {name} | {value:.4g} |" for split, name, value in _numeric_metrics(config.get("metrics")))
     recipe = "\n".join(f"- `{k}`: {v}" for k, v in sorted((config.get("recipe") or {}).items()))
+    from .contract import describe
+
+    contract = "\n".join(f"- {what}: {value}" for what, value in describe(config.get("input_contract") or {})) \
+        or "- not recorded (released before lenszoo stated input contracts)"
     target = "3 logits, classes " + ", ".join(config.get("class_names") or []) if task == "classify" \
         else "log10 of the axion mass in eV"
     return f"""---
 {data.to_yaml()}
 ---
 
-# {arch} · {task} · dataset {dataset}
+# {named} · {task} · dataset {dataset}
 
 A lenszoo checkpoint: architecture `{arch}` trained to {task_name.lower()} on lenszoo's simulated strong-lensing
 dataset **{dataset}** (64×64, one channel). Output: {target}.
@@ -152,9 +167,16 @@ Needs: pip install {needs}.
 Normalisation: `{config.get("normalization")}`. Images seen in training: {config.get("images_seen")}.
 lenszoo version: {config.get("lenszoo_version")}.
 
+## What images it expects
+
+{contract}
+
+`lenszoo predict` checks every image against this and writes a `flags` column for images that do
+not look like the training images (sky level, noise, pedestal, centring, pixel scale).
+
 ## Limitations
 
-Trained on simulations (lenstronomy, see lenszoo's `docs/datasets.md`); performance on real survey images
+Trained on simulations made with lenstronomy (lenszoo's dataset {dataset}); performance on real survey images
 is not established.
 """
 
@@ -217,6 +239,8 @@ def publish(path, repo_id: str, *, tag: str | None = None, private: bool = False
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
+    _hub_constants_now()
+
     check_repo_id(repo_id)
     if is_offline():
         raise LenszooError("HF_HUB_OFFLINE is set: publishing needs the network; unset it and retry")
@@ -259,8 +283,10 @@ HUB_ORG_ENV = "LENSZOO_HUB_ORG"
 
 
 def release_repo_id(org: str, entry: dict) -> str:
-    """The one naming scheme of released checkpoints on the Hub: ``ORG/ARCH-TASK-DATASET``."""
-    return check_repo_id(f"{org}/{entry['arch']}-{entry['task']}-{entry['dataset']}")
+    """The one naming scheme of released checkpoints on the Hub: ``ORG/ARCH-TASK-DATASET[.TAG]``
+    (the folder name under weights/)."""
+    tag = f".{entry['tag']}" if entry.get("tag") else ""
+    return check_repo_id(f"{org}/{entry['arch']}-{entry['task']}-{entry['dataset']}{tag}")
 
 
 def publish_release(org: str | None, manifest: Path, *, tag: str | None = None, token: str | None = None,
@@ -269,7 +295,7 @@ def publish_release(org: str | None, manifest: Path, *, tag: str | None = None, 
     manifest; entries already published there (same repo, a recorded commit) are left alone, so a
     second run is a no-op for unchanged weights. Returns ``(entry, "published" | "unchanged")``."""
     from . import __version__
-    from .weights import _matches, read_manifest, record_publication
+    from .weights import _matches, entry_label, read_manifest, record_publication
 
     org = org or os.environ.get(HUB_ORG_ENV)
     if not org:
@@ -278,7 +304,7 @@ def publish_release(org: str | None, manifest: Path, *, tag: str | None = None, 
     done = []
     for entry in read_manifest(manifest)["weights"]:
         repo_id = release_repo_id(org, entry)
-        label = f"{entry['arch']}/{entry['task']}/{entry['dataset']}"
+        label = entry_label(entry)
         if entry.get("hf_repo_id") == repo_id and entry.get("hf_revision"):
             log(f"{label}: unchanged, {repo_id}@{entry['hf_revision'][:12]}")
             done.append((entry, "unchanged"))
@@ -288,7 +314,7 @@ def publish_release(org: str | None, manifest: Path, *, tag: str | None = None, 
             raise LenszooError(f"{folder} does not match its sha256s in {manifest}; release it again before publishing")
         published = publish(folder, repo_id, tag=tag, token=token)
         record_publication(entry["arch"], entry["task"], entry["dataset"], repo_id, published.commit_sha,
-                           manifest=manifest)
+                           manifest=manifest, tag=entry.get("tag"))
         log(f"{label}: published {repo_id}@{published.commit_sha[:12]} (tag {tag})")
         done.append((entry, "published"))
     return done
@@ -321,6 +347,8 @@ def download_checkpoint(repo_id: str, revision: str | None = None, *, local_only
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
+
+    _hub_constants_now()
 
     check_repo_id(repo_id)
     offline = local_only or is_offline()

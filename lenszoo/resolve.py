@@ -6,7 +6,8 @@ A name is, in this order:
 - ``hf-hub:ORG/NAME[@REVISION]`` — a lenszoo checkpoint on the Hugging Face Hub;
 - a path, if it looks like one: it starts with ``/``, ``./``, ``../`` or ``~``, or holds a
   path separator — a run directory (``run.json``) or a checkpoint folder (``config.json``);
-- otherwise a registered architecture, whose released weights ``task`` and ``dataset`` pick.
+- otherwise a registered architecture, whose released weights ``task``, ``dataset`` and ``tag``
+  pick; ``ARCH.TAG`` (timm's way) is the same as ``tag=TAG``.
 
 A bare name never silently becomes a path: a folder named ``c8_steerable`` in the working
 directory does not shadow the architecture. An unknown bare name that is also a folder here
@@ -35,6 +36,7 @@ class ModelRef:
     repo_id: str | None = None
     revision: str | None = None
     path: Path | None = None
+    tag: str | None = None
 
     @property
     def checkpoint_folder(self) -> Path:
@@ -56,7 +58,10 @@ class ModelRef:
             return {"kind": self.kind, "path": str(self.path.resolve())}
         if self.kind == "hub":
             return {"kind": "hub", "repo_id": self.repo_id, "revision": self.revision}
-        return {"kind": "pretrained", "name": self.name, "task": self.task, "dataset": self.dataset}
+        record = {"kind": "pretrained", "name": self.name, "task": self.task, "dataset": self.dataset}
+        if self.tag:
+            record["tag"] = self.tag
+        return record
 
 
 def looks_like_path(name) -> bool:
@@ -89,7 +94,7 @@ def _path_ref(name, text: str) -> ModelRef:
 
 
 def resolve_name(name, *, task: str | None = None, dataset: str | None = None,
-                 accept: tuple[str, ...] = KINDS) -> ModelRef:
+                 accept: tuple[str, ...] = KINDS, tag: str | None = None) -> ModelRef:
     """A :class:`ModelRef` for ``name``; errors say how to write what was meant."""
     from .hub import parse_hf_hub_name
 
@@ -110,6 +115,14 @@ def resolve_name(name, *, task: str | None = None, dataset: str | None = None,
     from .registry import registry
     from .tasks import check_task
 
+    if "." in text:  # ARCH.TAG: architecture names have no dots
+        text, _, named_tag = text.partition(".")
+        from .names import check_name
+
+        check_name("weights tag", named_tag, str(name))
+        if tag is not None and tag != named_tag:
+            raise LenszooError(f"{name} names tag {named_tag!r} but tag={tag!r} was given; give one of them")
+        tag = named_tag
     try:
         registry.architecture(text)
     except UnknownNameError as exc:
@@ -120,7 +133,11 @@ def resolve_name(name, *, task: str | None = None, dataset: str | None = None,
         raise LenszooError(f"{text} is an architecture name; this command takes {_accepted(accept)} "
                            f"(write ./{text} for a folder of that name)")
     check_task(task or "classify")
-    return ModelRef("released", text, arch=text, task=task or "classify", dataset=dataset or "A")
+    if dataset is None:  # never silently weights trained on other data: one dataset, or say which
+        from .weights import find_entry
+
+        dataset = find_entry(text, task or "classify", None, tag=tag)["dataset"]
+    return ModelRef("released", str(name), arch=text, task=task or "classify", dataset=dataset, tag=tag)
 
 
 def _accepted(accept) -> str:
@@ -140,17 +157,18 @@ def checkpoint_folder_for(ref: ModelRef) -> Path:
         return download_checkpoint(ref.repo_id, ref.revision)
     from .weights import find_entry, resolve_entry
 
-    return resolve_entry(find_entry(ref.arch, ref.task, ref.dataset))
+    return resolve_entry(find_entry(ref.arch, ref.task, ref.dataset, tag=ref.tag))
 
 
-def load_model(name, *, task: str | None = None, dataset: str | None = None, device="cpu", trainable=False):
+def load_model(name, *, task: str | None = None, dataset: str | None = None, device="cpu", trainable=False,
+               tag: str | None = None):
     """A model in eval mode for any name :func:`resolve_name` understands: its plain-torch
     inference form where the checkpoint has one, unless ``trainable``."""
     from .checkpoint import load_checkpoint
     from .runtime import resolve_device
 
     device = resolve_device(device)
-    ref = resolve_name(name, task=task, dataset=dataset)
+    ref = resolve_name(name, task=task, dataset=dataset, tag=tag)
     if ref.kind == "hub":
         from .hub import download_checkpoint
 
@@ -164,7 +182,7 @@ def load_model(name, *, task: str | None = None, dataset: str | None = None, dev
     elif ref.kind == "released":
         from .weights import find_entry, resolve_entry
 
-        entry = find_entry(ref.arch, ref.task, ref.dataset)
+        entry = find_entry(ref.arch, ref.task, ref.dataset, tag=ref.tag)
         model = load_checkpoint(resolve_entry(entry), device=device, trainable=trainable)
         model.lenszoo_config["released"] = {k: entry.get(k) for k in
                                             ("file", "sha256", "config_sha256", "hf_repo_id", "hf_revision")}

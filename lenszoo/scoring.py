@@ -325,7 +325,7 @@ class Scorer:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         import torch
 
-        x = (self.preprocess(images) if self.preprocess is not None else torch.from_numpy(images))[:, None]
+        x = self.preprocess(images) if self.preprocess is not None else torch.from_numpy(images)[:, None]
         x = x.to(self.device)
         with torch.inference_mode():
             mean = view_average(self.forward, x, self.task, tta=self.tta).float()
@@ -745,7 +745,7 @@ class RowWriter:
 
 
 # -- the Python entry point -------------------------------------------------------------------------
-def predict(model, inputs, *, task="classify", dataset="A", tta=False, resize=None, hdu=None, batch_size=256,
+def predict(model, inputs, *, task="classify", dataset=None, tta=False, resize=None, hdu=None, batch_size=256,
             workers=0, device="cpu", engine="torch") -> list[dict]:
     """Rows (dicts) scoring every image in ``inputs``: files, folders, or a numpy array of
     ``(H, W)`` / ``(N, H, W)`` images. ``model`` is a loaded lenszoo model or any name

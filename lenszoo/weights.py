@@ -78,7 +78,16 @@ ENTRY_FIELDS = {
     "config_sha256": (str, True),
     "hf_repo_id": ((str, type(None)), False), "hf_revision": ((str, type(None)), False),
     "metrics": (dict, True), "recipe": (dict, True),
+    # timm-style weight tags: ``arch.tag`` names another set of weights for the same arch/task/dataset;
+    # ``default`` marks the weights an untagged name means (else the untagged entry)
+    "tag": ((str, type(None)), False), "default": (bool, False),
+    "input_contract": (dict, False),  # what its training images were (lenszoo/contract.py), as in config.json
 }
+
+
+def entry_key(entry: dict) -> tuple:
+    """What identifies a set of released weights: arch, task, dataset and tag."""
+    return entry["arch"], entry["task"], entry["dataset"], entry.get("tag")
 
 
 def validate_manifest(manifest) -> list[str]:
@@ -91,7 +100,7 @@ def validate_manifest(manifest) -> list[str]:
     entries = manifest.get("weights")
     if not isinstance(entries, list):
         return problems + ["'weights' must be a list"]
-    seen = set()
+    seen, defaults = set(), set()
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
             problems.append(f"entry {index}: must be an object")
@@ -101,7 +110,7 @@ def validate_manifest(manifest) -> list[str]:
             if name not in entry:
                 if required:
                     problems.append(f"{label}: missing field {name!r}")
-            elif not isinstance(entry[name], types) or isinstance(entry[name], bool):
+            elif not isinstance(entry[name], types) or (isinstance(entry[name], bool) and types is not bool):
                 problems.append(f"{label}: field {name!r} has the wrong type")
         unknown = sorted(set(entry) - set(ENTRY_FIELDS))
         if unknown:
@@ -130,10 +139,16 @@ def validate_manifest(manifest) -> list[str]:
             problems.append(f"{label}: hf_revision must be a 40-hex commit sha (never a branch)")
         if (repo is None) != (rev is None):
             problems.append(f"{label}: hf_repo_id and hf_revision go together")
-        key = (entry.get("arch"), entry.get("task"), entry.get("dataset"))
+        if entry.get("tag") is not None and isinstance(entry["tag"], str) and not is_valid_name(entry["tag"]):
+            problems.append(f"{label}: tag {entry['tag']!r} is not a valid name")
+        key = (entry.get("arch"), entry.get("task"), entry.get("dataset"), entry.get("tag"))
         if key in seen:
             problems.append(f"{label}: duplicate entry")
         seen.add(key)
+        if entry.get("default") is True:
+            if key[:3] in defaults:
+                problems.append(f"{label}: a second default for {'/'.join(map(str, key[:3]))}")
+            defaults.add(key[:3])
     return problems
 
 
@@ -159,14 +174,14 @@ def released_weights(path: Path | None = None) -> list[dict]:
     if path is not None:
         return [dict(e, _manifest_dir=str(Path(path).parent)) for e in read_manifest(path)["weights"]]
     entries = released_weights(manifest_path())
-    seen = {(e["arch"], e["task"], e["dataset"]) for e in entries}
+    seen = {entry_key(e) for e in entries}
     from .registry import registry
 
     for plugin, manifest in sorted(registry.weight_manifests.items()):
         for entry in released_weights(manifest):
-            key = (entry["arch"], entry["task"], entry["dataset"])
+            key = entry_key(entry)
             if key in seen:  # lenszoo's own (or an earlier plugin's) entry wins
-                warnings.warn(f"plugin {plugin!r} ships weights for {'/'.join(key)}, which are already "
+                warnings.warn(f"plugin {plugin!r} ships weights for {entry_label(entry)}, which are already "
                               "released; its copy is ignored", stacklevel=2)
                 continue
             seen.add(key)
@@ -174,12 +189,41 @@ def released_weights(path: Path | None = None) -> list[dict]:
     return entries
 
 
-def find_entry(arch: str, task: str, dataset: str, path: Path | None = None) -> dict:
+def is_default(entry: dict, group: list[dict]) -> bool:
+    """Whether ``entry`` is what an untagged name means among ``group`` (one arch/task/dataset):
+    the entry marked default, else the untagged one."""
+    if any(e.get("default") for e in group):
+        return bool(entry.get("default"))
+    return entry.get("tag") is None
+
+
+def find_entry(arch: str, task: str, dataset: str | None = None, path: Path | None = None, *,
+               tag: str | None = None) -> dict:
+    """The manifest entry for ``arch``/``task``/``dataset`` and ``tag`` (None: the default weights).
+
+    Without ``dataset``, the architecture's weights for ``task`` must exist for one dataset only:
+    a default never silently picks weights trained on other data than the user's."""
     entries = released_weights(path)
-    for entry in entries:
-        if (entry["arch"], entry["task"], entry["dataset"]) == (arch, task, dataset):
-            return entry
-    have = sorted(f"{e['arch']}/{e['task']}/{e['dataset']}" for e in entries)
+    mine = [e for e in entries if (e["arch"], e["task"]) == (arch, task)]
+    if dataset is None:
+        datasets = sorted({e["dataset"] for e in mine})
+        if len(datasets) > 1:
+            raise LenszooError(f"{arch} has {task} weights for several datasets ({', '.join(datasets)}): say which "
+                               f"matches your images with dataset= (--dataset), e.g. dataset={datasets[0]!r}; "
+                               "`lenszoo info " + arch + " --dataset D` says what each expects")
+        dataset = datasets[0] if datasets else None
+    group = [e for e in mine if e["dataset"] == dataset]
+    if tag is not None:
+        chosen = [e for e in group if e.get("tag") == tag]
+    else:
+        chosen = [e for e in group if is_default(e, group)]
+    if chosen:
+        return chosen[0]
+    if group:  # the weights exist, the tag does not
+        tags = sorted(e["tag"] for e in group if e.get("tag"))
+        raise LenszooError(f"{arch}/{task}/{dataset} has no weights tagged {tag!r}; its tags: "
+                           f"{', '.join(tags) or 'none'} (an untagged name loads the default weights)")
+    have = sorted(entry_label(e) for e in entries)
     raise LenszooError(
         f"no released weights for arch={arch!r} task={task!r} dataset={dataset!r}; "
         + (f"released: {', '.join(have)}" if have else "none are released yet")
@@ -211,7 +255,8 @@ WHAT_WORKS = (f"run lenszoo from a git checkout of its repository (which carries
 
 
 def entry_label(entry: dict) -> str:
-    return f"{entry['arch']}/{entry['task']}/{entry['dataset']}"
+    arch = entry["arch"] + (f".{entry['tag']}" if entry.get("tag") else "")
+    return f"{arch}/{entry['task']}/{entry['dataset']}"
 
 
 def _is_packaged(manifest_dir: Path) -> bool:
@@ -300,16 +345,16 @@ def resolve_entry(entry: dict, manifest_dir: Path | None = None) -> Path:
     return folder
 
 
-def load(name, task="classify", dataset="A", device="cpu", trainable=False):
+def load(name, task="classify", dataset=None, device="cpu", trainable=False, tag=None):
     """See ``lenszoo.load``: one resolver (``lenszoo.resolve``) decides what ``name`` means."""
     from .resolve import load_model
 
-    return load_model(name, task=task, dataset=dataset, device=device, trainable=trainable)
+    return load_model(name, task=task, dataset=dataset, device=device, trainable=trainable, tag=tag)
 
 
-def prefetch(arch: str, task: str, dataset: str) -> Path:
+def prefetch(arch: str, task: str, dataset: str, tag: str | None = None) -> Path:
     """Make sure the weights are on disk (local folder or HF cache) for later offline use."""
-    return resolve_entry(find_entry(arch, task, dataset))
+    return resolve_entry(find_entry(arch, task, dataset, tag=tag))
 
 
 # -- releasing -----------------------------------------------------------------
@@ -350,7 +395,8 @@ def half_precision_copy(source: Path, target: Path) -> None:
     honour_umask(target)
 
 
-def release(checkpoint_folder, *, manifest: Path | None = None, run_dir=None, fp16: bool = False) -> dict:
+def release(checkpoint_folder, *, manifest: Path | None = None, run_dir=None, fp16: bool = False,
+            tag: str | None = None, default: bool = False) -> dict:
     """Copy a checkpoint folder to ``weights/ARCH-TASK-DATASET/`` and record it in the manifest.
 
     Test-split metrics that ``lenszoo evaluate`` wrote for these exact weights (under the run
@@ -371,6 +417,8 @@ def release(checkpoint_folder, *, manifest: Path | None = None, run_dir=None, fp
     if config["task"] not in TASKS:
         raise LenszooError(f"{where}: task {config['task']!r} is not one of {', '.join(TASKS)}")
     check_own_config(config, where)
+    if tag is not None:
+        check_name("tag", tag, "--tag")
     trainable = load_checkpoint(source)  # the weights load, and match their sha256
     data = read_manifest(manifest) if manifest.is_file() else {"schema_version": SCHEMA_VERSION, "weights": []}
     import tempfile
@@ -378,7 +426,7 @@ def release(checkpoint_folder, *, manifest: Path | None = None, run_dir=None, fp
     staging = Path(tempfile.mkdtemp(prefix=".lenszoo-release-", dir=manifest.parent if manifest.parent.is_dir()
                                     else None))
     try:
-        return _release(source, config, data, manifest, run_dir, fp16, staging, trainable)
+        return _release(source, config, data, manifest, run_dir, fp16, staging, trainable, tag, default)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -398,8 +446,14 @@ def check_own_config(config: dict, where) -> None:
                            f"so evaluate and share this run folder instead")
 
 
-def _release(source, config, data, manifest, run_dir, fp16, staging, trainable) -> dict:
+def _release(source, config, data, manifest, run_dir, fp16, staging, trainable, tag, default) -> dict:
+    from .contract import weights_contract
+
     weights = source / WEIGHTS_NAME
+    config.pop("tag", None)
+    if tag:
+        config["tag"] = tag
+    config["input_contract"] = weights_contract(config)  # what its training images were, measured
     config.pop("inference", None)  # written afresh below for exactly the released weights
     if fp16:  # stored in half precision: the test metrics must be those of these very weights
         half_precision_copy(weights, staging / WEIGHTS_NAME)
@@ -415,7 +469,7 @@ def _release(source, config, data, manifest, run_dir, fp16, staging, trainable) 
     if test:
         metrics["test"] = test
     config["metrics"] = metrics
-    rel = f"weights/{config['arch']}-{config['task']}-{config['dataset']}"
+    rel = f"weights/{config['arch']}-{config['task']}-{config['dataset']}" + (f".{tag}" if tag else "")
     target = manifest.parent / rel
     claim_output(target, what="lenszoo checkpoint folder", is_ours=is_checkpoint_folder, option="release target")
     from .files import atomic_folder
@@ -434,9 +488,18 @@ def _release(source, config, data, manifest, run_dir, fp16, staging, trainable) 
         "hf_repo_id": None, "hf_revision": None,
         "metrics": config.get("metrics") or {}, "recipe": release_recipe(config),
     }
-    key = (entry["arch"], entry["task"], entry["dataset"])
-    data["weights"] = [e for e in data["weights"] if (e["arch"], e["task"], e["dataset"]) != key] + [entry]
-    data["weights"].sort(key=lambda e: (e["arch"], e["task"], e["dataset"]))
+    if tag:
+        entry["tag"] = tag
+    entry["input_contract"] = config["input_contract"]
+    key = entry_key(entry)
+    kept = [e for e in data["weights"] if entry_key(e) != key]
+    if default:  # one default per arch/task/dataset: this one
+        entry["default"] = True
+        for other in kept:
+            if entry_key(other)[:3] == key[:3]:
+                other.pop("default", None)
+    data["weights"] = kept + [entry]
+    data["weights"].sort(key=lambda e: (e["arch"], e["task"], e["dataset"], e.get("tag") or ""))
     atomic_write_json(manifest, data, sort_keys=False)
     return entry
 
@@ -456,12 +519,12 @@ def release_recipe(config: dict) -> dict:
 
 
 def record_publication(arch: str, task: str, dataset: str, repo_id: str, commit_sha: str,
-                       *, manifest: Path | None = None) -> dict:
+                       *, manifest: Path | None = None, tag: str | None = None) -> dict:
     """Store the Hub repo and the commit sha an entry was published at."""
     manifest = Path(manifest) if manifest else manifest_path()
     data = read_manifest(manifest)
     for entry in data["weights"]:
-        if (entry["arch"], entry["task"], entry["dataset"]) == (arch, task, dataset):
+        if entry_key(entry) == (arch, task, dataset, tag):
             entry["hf_repo_id"], entry["hf_revision"] = repo_id, commit_sha
             atomic_write_json(manifest, data, sort_keys=False)
             return entry

@@ -76,3 +76,15 @@ def test_facts_and_description_say_what_the_weights_expect(b_contract):
 def test_odd_sizes_are_refused():
     with pytest.raises(LenszooError, match="multiples of 8"):
         image_statistics(np.zeros((1, 60, 60)))
+
+
+def test_preprocess_takes_stacks_without_a_channel_axis():
+    """`model.preprocess` accepts (N, 64, 64) and (64, 64), as `lenszoo.predict` does (issue 28, item 6)."""
+    import lenszoo
+
+    model = lenszoo.create_model("radial_profile", task="classify").eval()
+    images = np.random.default_rng(0).normal(size=(3, 64, 64))
+    assert tuple(model.preprocess(images).shape) == (3, 1, 64, 64)
+    assert tuple(model.preprocess(images[0]).shape) == (1, 1, 64, 64)
+    assert tuple(model.preprocess(images[:, None]).shape) == (3, 1, 64, 64)  # already with its channel
+    assert model(model.preprocess(images)).shape == (3, 3)

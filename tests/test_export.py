@@ -1,6 +1,7 @@
 """`lenszoo export --onnx`: every built-in architecture as an ONNX graph that onnxruntime runs
 with PyTorch's outputs; a clear error for a model that cannot be expressed."""
 
+import json
 import numpy as np
 import onnx
 import onnxruntime
@@ -39,7 +40,7 @@ def test_each_architecture_exports_and_onnxruntime_gives_pytorchs_outputs(tmp_pa
     out = tmp_path / f"{arch}.onnx"
     result = cli("export", source, *args, "--onnx", out)
     assert result.exit_code == 0, result.output
-    images = model.preprocess(lenses(5, seed=1))[:, None]  # another batch size than the export's
+    images = model.preprocess(lenses(5, seed=1))  # (N, 64, 64) -> (N, 1, 64, 64); another batch size than the export's
     with torch.no_grad():
         expected = model(images).numpy()
     got = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
@@ -54,9 +55,21 @@ def test_each_architecture_exports_and_onnxruntime_gives_pytorchs_outputs(tmp_pa
 def test_an_existing_file_is_never_replaced(tmp_path):
     out = tmp_path / "model.onnx"
     out.write_bytes(b"mine")
-    result = cli("export", "c8_steerable", "--onnx", out)
+    result = cli("export", "c8_steerable", "--dataset", "A", "--onnx", out)
     assert result.exit_code != 0 and "exists" in result.stderr and "Traceback" not in result.output
     assert out.read_bytes() == b"mine"
+
+
+def test_released_weights_carry_their_input_contract_into_the_onnx_metadata(tmp_path):
+    import onnx
+
+    out = tmp_path / "r.onnx"
+    result = cli("export", "radial_profile", "--dataset", "B", "--onnx", out)
+    assert result.exit_code == 0, result.output
+    metadata = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    contract = json.loads(metadata["input_contract"])
+    assert contract["pixel_scale_arcsec"] == 0.08 and contract["image_size"] == [64, 64]
+    assert contract["measured"]["background_level"] is not None
 
 
 def test_a_model_onnx_cannot_express_is_one_error_and_leaves_no_file(tmp_path):

@@ -240,8 +240,11 @@ def test_released_weights_resolve_local_then_cache_then_pinned_hub(hub, probe_ar
     # 1. the file under weights/
     assert torch.equal(outputs(lenszoo.load("hub_probe", task="regress", dataset="B")), outputs(original))
     # publish and record the commit it was published at
-    result = CliRunner().invoke(main, ["publish", str(tmp_path / "run"), "--repo-id", "lenszoo/probe-regress-B",
-                                       "--update-manifest"], catch_exceptions=False)
+    refused = CliRunner().invoke(main, ["publish", str(tmp_path / "run"), "--repo-id", "lenszoo/probe-regress-B",
+                                        "--update-manifest"])  # the release states its input contract: other bytes
+    assert refused.exit_code == 1 and "publish the released folder" in refused.output
+    result = CliRunner().invoke(main, ["publish", str(manifest.parent / entry["folder"]), "--repo-id",
+                                       "lenszoo/probe-regress-B", "--update-manifest"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     entry = read_manifest(manifest)["weights"][0]
     assert entry["hf_repo_id"] == "lenszoo/probe-regress-B" and len(entry["hf_revision"]) == 40
@@ -265,7 +268,7 @@ def test_download_prefetches_into_the_cache(hub, probe_arch, tmp_path, monkeypat
     monkeypatch.setenv("LENSZOO_MANIFEST", str(manifest))
     original = make_checkpoint(tmp_path / "ckpt")
     release(tmp_path / "ckpt", manifest=manifest)
-    sha = lenszoo.hub.publish(tmp_path / "ckpt", "lenszoo/prefetch").commit_sha
+    sha = lenszoo.hub.publish(tmp_path / "weights" / "hub_probe-classify-B", "lenszoo/prefetch").commit_sha
     lenszoo.weights.record_publication("hub_probe", "classify", "B", "lenszoo/prefetch", sha, manifest=manifest)
     (tmp_path / "weights" / "hub_probe-classify-B" / WEIGHTS_NAME).unlink()
     result = CliRunner().invoke(main, ["download", "hub_probe", "--task", "classify", "--dataset", "B"],

@@ -498,10 +498,26 @@ def test_errors_are_one_line(tiny_arch, tmp_path):
     not_data.mkdir()
     (not_data / "notes.txt").write_text("hello")
     assert_one_line_error(cli("train", "--arch", "tiny", "--data", not_data, *out), str(not_data))
-    assert_one_line_error(cli("train", "--arch", "tiny", *out), "no training data")
     assert_one_line_error(cli("train", "--arch", "tiny", *SMALL, "--schedule", "warm", *out), "unknown schedule")
     assert_one_line_error(cli("train", "--arch", "tiny", *SMALL, "--model-arg", "width", *out), "KEY=VALUE")
     assert not (tmp_path / "new").exists()  # nothing written for a rejected command
+
+
+def test_train_with_only_an_arch_streams_the_default_dataset_and_says_so_first(tiny_arch, tmp_path):
+    """`lenszoo train --arch NAME`, as typed, starts a run; its first line says what was chosen and
+    how to change it, and run.json records it."""
+    from click.testing import CliRunner
+
+    from lenszoo.cli import main
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--arch", "tiny", "--epochs", "1", "--epoch-size", "12",
+                                       "--batch-size", "6", "--val-size", "6", "--quiet", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("no --data given: training on dataset A simulated on the fly") and "--recipe cpu" in first
+    stored = json.loads((run / "run.json").read_text())["config"]
+    assert stored["stream"] is True and stored["dataset"] == "A"
 
 
 def test_resume_errors_are_one_line(stored_run, tmp_path):

@@ -23,7 +23,9 @@ SEED = 11  # a test-split stream no model was selected on
 
 
 def test_one_entry_per_architecture_task_and_dataset():
-    keys = [(e["arch"], e["task"], e["dataset"]) for e in MANIFEST["weights"]]
+    tagged = [(e["arch"], e["task"], e["dataset"], e.get("tag")) for e in MANIFEST["weights"]]
+    assert len(tagged) == len(set(tagged))
+    keys = [key[:3] for key in tagged if key[3] is None]  # the untagged weights: one per arch/task/dataset
     assert len(keys) == len(set(keys))
     assert set(keys) <= {(a, t, d) for a in BUILTINS for t in TASKS for d in DATASETS + SHORTCUT_FREE}
     the_sixteen = {(a, t, d) for a in NETWORKS for t in TASKS for d in DATASETS}
@@ -63,10 +65,11 @@ def floor(entry, mean_mae):
     return mean_mae - 0.5 * (mean_mae - test["mae"]) + 3 * test["rmse"] / math.sqrt(N_PER_CLASS)
 
 
-@pytest.mark.parametrize("entry", MANIFEST["weights"], ids=lambda e: f"{e['arch']}-{e['task']}-{e['dataset']}")
+@pytest.mark.parametrize("entry", MANIFEST["weights"],
+                         ids=lambda e: f"{e['arch']}-{e['task']}-{e['dataset']}" + (f".{e['tag']}" if e.get("tag") else ""))
 def test_every_released_model_loads_and_beats_its_floor(entry, fresh_lenses, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # from weights/ alone
-    model = lenszoo.load(entry["arch"], task=entry["task"], dataset=entry["dataset"])
+    model = lenszoo.load(entry["arch"], task=entry["task"], dataset=entry["dataset"], tag=entry.get("tag"))
     assert model.lenszoo_config["released"]["sha256"] == entry["sha256"]
     images, labels, masses = fresh_lenses[entry["dataset"]]
     with torch.no_grad():
@@ -82,6 +85,17 @@ def test_every_released_model_loads_and_beats_its_floor(entry, fresh_lenses, mon
             mae = float((predictions - masses[axion]).abs().mean())
             mean_mae = float((masses[axion] - masses[axion].mean()).abs().mean())
             assert mae < floor(entry, mean_mae), (mae, mean_mae)
+
+
+def test_every_entry_states_its_input_contract_as_its_config_does():
+    """What images each set of weights expects (issue 28): in the manifest and in config.json alike."""
+    for entry in MANIFEST["weights"]:
+        contract = entry.get("input_contract")
+        assert contract and contract["image_size"] == [64, 64] and contract["pixel_scale_arcsec"], entry["folder"]
+        assert contract["measured"]["n"] >= 1000 and contract["lens_light"] is False
+        config = json.loads((REPO / entry["folder"] / "config.json").read_text())
+        assert config["input_contract"] == contract, entry["folder"]
+        assert "What images it expects" in (REPO / entry["folder"] / "README.md").read_text()
 
 
 def test_the_readme_headline_table_is_the_manifests():

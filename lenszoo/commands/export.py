@@ -13,7 +13,7 @@ from ..hookspecs import hookimpl
 @click.argument("model")
 @click.option("--onnx", "onnx_path", required=True, type=click.Path(), help="The .onnx file to write (new).")
 @click.option("--task", help="classify or regress, for a registered architecture's released weights.")
-@click.option("--dataset", help="A, B, C-euclid or C-hst: which released weights [default: A].")
+@click.option("--dataset", help="A, B, C-euclid or C-hst: which released weights (needed where there are several: a default never picks weights for your data).")
 @click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True, help="ONNX opset.")
 @click.option("--no-check", "check", is_flag=True, flag_value=False, default=True,
               help="Skip comparing onnxruntime's outputs with PyTorch's.")

@@ -43,7 +43,7 @@ def publish_command(path, repo_id, tag, private, update_manifest, whole_release,
     folder = resolve_checkpoint_folder(path)
     if update_manifest:  # the Hub copy must be what the manifest's sha256s describe
         config = read_config(folder)
-        entry = find_entry(config["arch"], config["task"], config["dataset"])
+        entry = find_entry(config["arch"], config["task"], config["dataset"], tag=config.get("tag"))
         if (sha256_file(folder / WEIGHTS_NAME), sha256_file(folder / CONFIG_NAME)) != \
                 (entry["sha256"], entry["config_sha256"]):
             raise LenszooError(f"{folder} is not the released {entry['folder']} (weights or config.json differ from "
@@ -54,14 +54,15 @@ def publish_command(path, repo_id, tag, private, update_manifest, whole_release,
     if result.tag:
         click.echo(f"tag       {result.tag}")
     if update_manifest:
-        record_publication(config["arch"], config["task"], config["dataset"], repo_id, result.commit_sha)
+        record_publication(config["arch"], config["task"], config["dataset"], repo_id, result.commit_sha,
+                           tag=config.get("tag"))
         click.echo("manifest  updated")
 
 
 @click.command("download")
 @click.argument("name", required=False)
 @click.option("--task", type=click.Choice(TASKS), default="classify", show_default=True)
-@click.option("--dataset", default="A", show_default=True)
+@click.option("--dataset", help="The dataset the weights were trained on (needed where there are several).")
 @click.option("--all", "everything", is_flag=True, help="Every released checkpoint (for machines that will be "
               "offline: HF_HUB_OFFLINE=1 then loads them from the cache); those not published yet, and not on this "
               "disk, are skipped and named.")
@@ -93,7 +94,7 @@ def download_command(name, task, dataset, everything):
         raise LenszooError("give NAME (an architecture or hf-hub:ORG/NAME), or --all")
     ref = resolve_name(name, task=task, dataset=dataset, accept=("released", "hub"))
     folder = checkpoint_folder_for(ref)
-    label = f"{name}/{task}/{dataset}" if ref.kind == "released" else name
+    label = f"{name}/{task}/{ref.dataset or dataset}" if ref.kind == "released" else name
     click.echo(f"{label}: {folder}")
 
 
@@ -104,7 +105,11 @@ def download_command(name, task, dataset, everything):
                    "this source checkout's; required when lenszoo is installed as a package].")
 @click.option("--fp16", is_flag=True, help="Store the weights in float16 (half the size; loading casts back). "
               "Evaluate the released folder into RUN/eval/ and release again to record its own test metrics.")
-def release_command(path, to, fp16):
+@click.option("--tag", help="Release as tagged weights ARCH.TAG (e.g. robust) beside the default ones, in "
+              "weights/ARCH-TASK-DATASET.TAG.")
+@click.option("--default", "make_default", is_flag=True,
+              help="Make these the weights an untagged name loads (for their arch, task and dataset).")
+def release_command(path, to, fp16, tag, make_default):
     """Copy a run's best checkpoint into weights/ and record it in weights_manifest.json.
 
     Test metrics from `lenszoo evaluate` of the same weights (RUN/eval/*) are recorded too."""
@@ -112,7 +117,8 @@ def release_command(path, to, fp16):
     from ..weights import release, release_manifest
 
     manifest = release_manifest(to)
-    entry = release(resolve_checkpoint_folder(path), run_dir=path, manifest=manifest, fp16=fp16)
+    entry = release(resolve_checkpoint_folder(path), run_dir=path, manifest=manifest, fp16=fp16, tag=tag,
+                    default=make_default)
     click.echo(f"released {entry['file']} (sha256 {entry['sha256'][:12]}, {entry['size']:,} bytes) in {manifest}")
     if "test" not in entry["metrics"]:
         click.echo(f"note: no test metrics for exactly these weights under {path}/eval; evaluate "

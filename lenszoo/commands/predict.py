@@ -17,7 +17,7 @@ from ..hookspecs import hookimpl
               "or an earlier predict output with --resume.")
 @click.option("--task", help="classify or regress, for a registered architecture's released weights "
               "[default: classify].")
-@click.option("--dataset", help="A, B, C-euclid or C-hst: which released weights [default: A].")
+@click.option("--dataset", help="A, B, C-euclid or C-hst: which released weights (needed where there are several: a default never picks weights for your data).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]),
               help="Output format [default: from --out's suffix].")
 @click.option("--hdu", type=int, help="FITS HDU to read [default: the first holding an image].")

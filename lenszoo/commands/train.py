@@ -9,6 +9,8 @@ import click
 from ..errors import LenszooError
 from ..hookspecs import hookimpl
 
+DEFAULT_DATASET = "A"  # what `lenszoo train --arch NAME` trains on when nothing else is said (and says so)
+
 def parse_model_args(pairs) -> dict:
     """``KEY=VALUE`` pairs; values are read as JSON when they parse (numbers, lists), else as text."""
     args = {}
@@ -84,6 +86,11 @@ def train_command(ctx, **options):
     if not resume:
         if not options["arch"]:
             raise LenszooError("no architecture: give --arch NAME (see `lenszoo list`)")
+        if not options["data"] and not options["stream"]:  # `lenszoo train --arch hnet` just works, and says how
+            options["stream"], options["dataset"] = True, options["dataset"] or DEFAULT_DATASET
+            click.echo(f"no --data given: training on dataset {options['dataset']} simulated on the fly (--stream "
+                       f"--dataset {options['dataset']}), recipe {options['recipe']}; change it with --dataset NAME, "
+                       "--data DIR (a `lenszoo simulate` folder) or --recipe cpu (a 15-minute CPU budget)", err=True)
         if not options["out"]:
             dataset = options["dataset"] or "data"
             options["out"] = f"runs/{options['arch']}-{options['task']}-{dataset}-seed{options['seed']}"

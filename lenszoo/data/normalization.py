@@ -84,8 +84,9 @@ class Preprocess:
     ``(..., H, W)``) become float32 tensors normalised as the model was trained.
 
     Images with NaN or infinite pixels are refused (a network turns them into NaN logits, which
-    read as the first class); mask or fill such pixels first. Shapes are left as given: the model
-    itself checks for ``(N, 1, 64, 64)``.
+    read as the first class); mask or fill such pixels first. One-channel models get the channel
+    axis they need: ``(H, W)`` becomes ``(1, 1, H, W)`` and ``(N, H, W)`` becomes ``(N, 1, H, W)``,
+    as ``lenszoo.predict`` takes them; other shapes are left as given (the model checks them).
     """
 
     def __init__(self, normalization, input_size=(1, 64, 64)):
@@ -119,7 +120,10 @@ class Preprocess:
             bad = int((~flat).nonzero()[0, 0])
             raise LenszooError(f"image {bad} (of {flat.numel()}) has NaN or infinite pixels; "
                                "mask or fill them before scoring (a network would turn them into NaN outputs)")
-        return self._normalize(tensor)
+        out = self._normalize(tensor)
+        if self.input_size[0] == 1 and out.ndim in (2, 3):
+            out = out.reshape(-1, 1, *out.shape[-2:])
+        return out
 
     def __repr__(self):
         return f"Preprocess({self.normalization!r})"

@@ -1,0 +1,119 @@
+"""Weight tags (timm's `arch.tag`) and no silent default dataset: which released weights a name means."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import lenszoo
+from lenszoo.errors import LenszooError
+from lenszoo.weights import find_entry, validate_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+MANIFEST = json.loads((REPO / "weights_manifest.json").read_text())
+
+
+def entry_of(arch, task, dataset):
+    return next(e for e in MANIFEST["weights"]
+                if (e["arch"], e["task"], e["dataset"]) == (arch, task, dataset) and not e.get("tag"))
+
+
+@pytest.fixture
+def zoo(tmp_path, monkeypatch):
+    """radial_profile classify A and B, plus a copy of A's weights released under tag `robust`."""
+    root = tmp_path / "zoo"
+    a, b = entry_of("radial_profile", "classify", "A"), entry_of("radial_profile", "classify", "B")
+    for entry in (a, b):
+        shutil.copytree(REPO / entry["folder"], root / entry["folder"])
+    robust = dict(b, folder=b["folder"] + ".robust", file=b["folder"] + ".robust/model.safetensors", tag="robust",
+                  dataset="A")
+    shutil.copytree(REPO / b["folder"], root / robust["folder"])
+    manifest = root / "weights_manifest.json"
+    manifest.write_text(json.dumps({**MANIFEST, "weights": [a, b, robust]}))
+    monkeypatch.setenv("LENSZOO_MANIFEST", str(manifest))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return root, manifest, a, b, robust
+
+
+def sha(model):
+    return model.lenszoo_config["released"]["sha256"]
+
+
+def test_a_tag_by_keyword_or_by_name_means_the_same_weights(zoo):
+    _, _, a, _, robust = zoo
+    assert sha(lenszoo.load("radial_profile", dataset="A", tag="robust")) == robust["sha256"]
+    assert sha(lenszoo.load("radial_profile.robust", dataset="A")) == robust["sha256"]
+    assert sha(lenszoo.load("radial_profile", dataset="A")) == a["sha256"]  # untagged: the default
+    with pytest.raises(LenszooError, match="tag 'robust' but tag='other'"):
+        lenszoo.load("radial_profile.robust", dataset="A", tag="other")
+    with pytest.raises(LenszooError, match="has no weights tagged 'nope'; its tags: robust"):
+        lenszoo.load("radial_profile.nope", dataset="A")
+
+
+def test_the_entry_marked_default_is_what_an_untagged_name_loads(zoo):
+    _, manifest, a, b, robust = zoo
+    data = json.loads(manifest.read_text())
+    data["weights"][2]["default"] = True
+    manifest.write_text(json.dumps(data))
+    assert sha(lenszoo.load("radial_profile", dataset="A")) == robust["sha256"]
+    data["weights"][0]["tag"] = "clean"  # the former default stays loadable under its own tag
+    manifest.write_text(json.dumps(data))
+    assert sha(lenszoo.load("radial_profile.clean", dataset="A")) == a["sha256"]
+
+
+def test_no_dataset_is_an_error_naming_the_choices_unless_there_is_only_one(zoo):
+    _, manifest, a, _, _ = zoo
+    with pytest.raises(LenszooError, match=r"several datasets \(A, B\).*dataset="):
+        lenszoo.load("radial_profile")
+    with pytest.raises(LenszooError, match="several datasets"):
+        lenszoo.predict("radial_profile", __import__("numpy").zeros((1, 64, 64)))
+    data = json.loads(manifest.read_text())
+    data["weights"] = [data["weights"][0]]
+    manifest.write_text(json.dumps(data))
+    assert sha(lenszoo.load("radial_profile")) == a["sha256"]  # one dataset: nothing to choose
+
+
+def test_the_manifest_allows_one_default_and_one_entry_per_tag():
+    a = entry_of("radial_profile", "classify", "A")
+    ok = {"schema_version": 1, "weights": [a, dict(a, tag="robust", default=True)]}
+    assert validate_manifest(ok) == []
+    two = {"schema_version": 1, "weights": [dict(a, default=True), dict(a, tag="robust", default=True)]}
+    assert any("second default" in p for p in validate_manifest(two))
+    same = {"schema_version": 1, "weights": [dict(a, tag="robust"), dict(a, tag="robust")]}
+    assert any("duplicate" in p for p in validate_manifest(same))
+    assert any("not a valid name" in p for p in validate_manifest({"schema_version": 1,
+                                                                   "weights": [dict(a, tag="no way")]}))
+
+
+def test_release_with_a_tag_and_default(zoo, tmp_path, monkeypatch):
+    import lenszoo.contract as contract
+    from lenszoo.weights import release
+
+    measure = contract.measure_contract
+    monkeypatch.setattr(contract, "measure_contract", lambda generator, **kw: measure(generator, n=48))
+    root, manifest, a, _, _ = zoo
+    source = tmp_path / "ckpt"
+    shutil.copytree(root / a["folder"], source)
+    entry = release(source, manifest=manifest, tag="t2", default=True)
+    assert entry["folder"].endswith("radial_profile-classify-A.t2") and entry["tag"] == "t2" and entry["default"]
+    assert entry["input_contract"]["pixel_scale_arcsec"] == 0.101
+    config = json.loads((root / entry["folder"] / "config.json").read_text())
+    assert config["tag"] == "t2" and config["input_contract"] == entry["input_contract"]
+    card = (root / entry["folder"] / "README.md").read_text()
+    assert 'lenszoo.load("radial_profile.t2"' in card and "0.101 arcsec/pixel" in card
+    assert sum(bool(e.get("default")) for e in json.loads(manifest.read_text())["weights"]) == 1
+    assert find_entry("radial_profile", "classify", "A", manifest)["tag"] == "t2"
+
+
+def test_info_shows_tags_the_default_and_the_contract(zoo):
+    from click.testing import CliRunner
+
+    from lenszoo.cli import main
+
+    result = CliRunner().invoke(main, ["info", "radial_profile", "--dataset", "A"])
+    assert result.exit_code == 0, result.output
+    assert "task=classify dataset=A tag=robust:" in result.output
+    assert "dataset=A (default):" in result.output
+    if MANIFEST["weights"][0].get("input_contract"):
+        assert "pixel scale:" in result.output and "0.101 arcsec/pixel" in result.output
