@@ -9,6 +9,7 @@ finished row on disk and ``--resume`` skips them (a line cut off by the kill is 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -230,6 +231,12 @@ def _first(item):
     return item
 
 
+def _reading_worker(parent: int, worker_id: int):
+    from .runtime import end_with_parent
+
+    end_with_parent(parent)  # a killed predict takes its readers with it
+
+
 # -- scoring ---------------------------------------------------------------------------------------
 def dihedral_views(images):
     """The 8 rotations and reflections of ``(N, C, H, W)`` images (the dihedral group D4)."""
@@ -363,7 +370,8 @@ def score_files(model, files, *, tta=False, resize=None, hdu=None, batch_size=25
     name, sha = model_identity(model)
     reader = FileReader(files, hdu=hdu, resize=resize, skip=skip)
     loader = DataLoader(reader, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_first,
-                        prefetch_factor=4 if workers else None, persistent_workers=False)
+                        prefetch_factor=4 if workers else None, persistent_workers=False,
+                        worker_init_fn=functools.partial(_reading_worker, os.getpid()) if workers else None)
     counts = {"images": 0, "files": 0, "problems": 0, "skipped": sum(len(v) for v in (skip or {}).values())}
     pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (sources, indices, images)
 
