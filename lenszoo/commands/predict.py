@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import click
@@ -35,13 +36,15 @@ from ..hookspecs import hookimpl
               help="What runs the network: PyTorch, or onnxruntime on the CPU (exported and checked first; "
                    "~1.5x faster on CPUs; needs lenszoo[onnx]).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--list-skipped", is_flag=True, help="Name every input that is not scored on its own stderr line, "
+              "as it is found [default: one line per reason when the run ends].")
 def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, resume, batch_size, workers, device,
-                    engine, quiet):
-    """Score every image in INPUTS (FITS, .fits.gz, .npy or PNG files, or folders of them) with MODEL
+                    engine, quiet, list_skipped):
+    """Score every image in INPUTS (FITS, .fits.gz, .fits.fz, .npy or PNG files, or folders of them) with MODEL
     (a registered architecture's released weights, hf-hub:ORG/NAME@REV, a run directory or a
     checkpoint folder): one row per image with class probabilities (or log10 m_a), the model
-    and its weights' sha256. Files that cannot be scored are named on stderr and the rest are
-    scored; the exit status is 3 when some were not.
+    and its weights' sha256. Inputs that cannot be scored are told on stderr, one line per reason
+    (every one with --list-skipped), and the rest are scored; the exit status is 3 when some were not.
 
     \b
       lenszoo predict c8_steerable --dataset B cutouts/ --out scores.csv
@@ -49,8 +52,8 @@ def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, re
     """
     import os
 
-    from ..scoring import SOME_FAILED, RowWriter, columns_for, find_inputs, launch_rank, model_identity, \
-        output_format, part_format, part_path, rank_files, score_files, write_done_marker
+    from ..scoring import SOME_FAILED, RowWriter, SkipReport, columns_for, find_inputs, launch_rank, \
+        model_identity, output_format, part_format, part_path, rank_files, score_files, write_done_marker
     from ..resolve import load_model, resolve_name
     from ..runtime import resolve_device
 
@@ -70,8 +73,9 @@ def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, re
     if world > 1:  # under torchrun: this rank scores its block of the inputs into its own part
         files = rank_files(files, rank, world)
         target, target_fmt = part_path(out, rank, world, fmt), part_format(fmt)
+    skips = SkipReport(lambda message: click.echo(message, err=True), each=list_skipped)
     for problem in problems if rank == 0 else []:
-        click.echo(f"skipped {problem}", err=True)
+        skips.add(problem)
     if engine == "onnxruntime":
         if device not in ("auto", "cpu"):
             raise LenszooError(f"--engine onnxruntime runs on the CPU; drop --device {device} or use --engine torch")
@@ -86,13 +90,14 @@ def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, re
     if not quiet and rank == 0:
         from tqdm import tqdm
 
-        bar = tqdm(unit="img", desc="scoring", file=click.get_text_stream("stderr"), dynamic_ncols=True)
-    failed = len(problems)
+        stderr = sys.stderr
+        bar = tqdm(unit="img", desc="scoring", file=stderr, dynamic_ncols=True)
+        skips.echo = lambda message: bar.write(message, file=stderr)  # tqdm.write defaults to stdout
 
     def report(problem):
-        nonlocal failed
-        failed += 1
-        (bar.write if bar is not None else lambda m: click.echo(m, err=True))(f"skipped {problem}")
+        skips.add(problem)
+        if bar is not None:
+            bar.set_postfix_str(f"{len(skips)} skipped", refresh=False)
 
     started = time.perf_counter()
     try:
@@ -105,6 +110,9 @@ def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, re
     finally:
         if bar is not None:
             bar.close()
+    skips.echo = lambda message: click.echo(message, err=True)
+    skips.summarise()
+    failed = len(skips)
     writer.close()
     if world > 1:
         write_done_marker(target, counts, sha)
