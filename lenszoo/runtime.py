@@ -138,3 +138,34 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def end_with_parent(parent: int | None = None):
+    """Make this worker process end quietly when the process that started it (``parent``, by
+    default the current parent) dies, even by SIGKILL or the OOM killer: a forked worker would
+    otherwise wait forever on a queue nobody reads, holding its memory and its inherited files.
+    Linux delivers SIGTERM on the parent's death (PR_SET_PDEATHSIG); elsewhere a thread watches."""
+    import signal
+
+    parent = os.getppid() if parent is None else parent
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # a write to a dead parent ends the worker silently
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, signal.SIGTERM, 0, 0, 0) == 0:  # PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # it died before the request took effect
+                os._exit(0)
+            return
+    except (OSError, AttributeError):
+        pass
+    import threading
+
+    def watch():
+        import time
+
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()

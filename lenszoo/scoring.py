@@ -9,6 +9,7 @@ finished row on disk and ``--resume`` skips them (a line cut off by the kill is 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -23,8 +24,14 @@ from .tasks import CLASS_NAMES, TASKS
 
 INPUT_SIZE = (64, 64)
 SUFFIXES = {".fits": "fits", ".fit": "fits", ".fts": "fits", ".fits.gz": "fits", ".fit.gz": "fits",
-            ".fts.gz": "fits", ".npy": "npy", ".png": "png"}
+            ".fts.gz": "fits", ".fits.fz": "fits", ".fit.fz": "fits", ".fts.fz": "fits", ".fz": "fits",
+            ".npy": "npy", ".png": "png"}
+READ = ".fits, .fits.gz, .fits.fz, .npy, .png"  # what the messages name
+# Deflate (gzip, PNG) expands at most ~1032-fold: a header declaring more than this times the file's
+# size cannot be telling the truth (a damaged file, or a "decompression bomb").
+MAX_INFLATION = 1100
 RESIZE_METHODS = ("bilinear", "bicubic", "area", "nearest")
+RESIZE_CHUNK_PIXELS = 1 << 20  # input + output pixels resampled at once (4 MiB of float32)
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
 # Exit status when some inputs could not be scored (the others were).
 SOME_FAILED = 3
@@ -36,9 +43,52 @@ class InputProblem:
     reason: str
     index: int | None = None
 
+    @property
+    def where(self) -> str:
+        return self.source if self.index is None else f"{self.source}[{self.index}]"
+
     def __str__(self):
-        where = self.source if self.index is None else f"{self.source}[{self.index}]"
-        return f"{where}: {self.reason}"
+        return f"{self.where}: {self.reason}"
+
+
+class SkipReport:
+    """The inputs a run did not score, told as ``skipped ...`` lines: by default one line per
+    reason when the run ends (150 files with the same flaw are one line, naming the first few),
+    or with ``each`` one line per input as it is found."""
+
+    def __init__(self, echo, *, each: bool = False):
+        self.echo, self.each = echo, each
+        self.by_reason: dict[str, list[InputProblem]] = {}
+
+    def __len__(self):
+        return sum(map(len, self.by_reason.values()))
+
+    def add(self, problem: InputProblem):
+        self.by_reason.setdefault(problem.reason, []).append(problem)
+        if self.each:
+            self.echo(f"skipped {problem}")
+
+    def lines(self) -> list[str]:
+        lines = []
+        for reason, problems in self.by_reason.items():
+            if len(problems) == 1:
+                lines.append(f"skipped {problems[0]}")
+                continue
+            files = len({p.source for p in problems})
+            what = f"{len(problems)} files" if all(p.index is None for p in problems) else \
+                f"{len(problems)} images in {files} file{'s' if files > 1 else ''}"
+            shown = problems if len(problems) <= 3 else problems[:2]
+            names = ", ".join(p.where for p in shown)
+            if len(shown) < len(problems):
+                names += f" and {len(problems) - len(shown)} more; --list-skipped names each"
+            lines.append(f"skipped {what} ({names}): {reason}")
+        return lines
+
+    def summarise(self):
+        """The per-reason lines (nothing more with ``each``: every input was named already)."""
+        if not self.each:
+            for line in self.lines():
+                self.echo(line)
 
 
 class _Refused(Exception):
@@ -56,7 +106,7 @@ def input_kind(path) -> str | None:
 
 def find_inputs(inputs) -> tuple[list[str], list[InputProblem]]:
     """The image files named by ``inputs`` (files, or folders searched recursively for
-    .fits/.fits.gz/.npy/.png), in a stable order, and a problem for each input that is none."""
+    .fits/.fits.gz/.fits.fz/.npy/.png), in a stable order, and a problem for each input that is none."""
     files, problems, seen = [], [], set()
     for item in inputs:
         path = Path(item).expanduser()
@@ -64,11 +114,11 @@ def find_inputs(inputs) -> tuple[list[str], list[InputProblem]]:
             found = sorted(p for p in path.rglob("*") if p.is_file() and input_kind(p)
                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
             if not found:
-                problems.append(InputProblem(str(item), "folder holds no .fits, .fits.gz, .npy or .png files"))
+                problems.append(InputProblem(str(item), f"folder holds no {READ} files"))
             candidates = [str(p) for p in found]
         elif path.is_file():
             if input_kind(path) is None:
-                problems.append(InputProblem(str(item), "not a file type lenszoo reads (.fits, .fits.gz, .npy, .png)"))
+                problems.append(InputProblem(str(item), f"not a file type lenszoo reads ({READ})"))
                 continue
             candidates = [str(item)]
         else:
@@ -83,17 +133,71 @@ def find_inputs(inputs) -> tuple[list[str], list[InputProblem]]:
 
 
 def read_images(path, *, hdu: int | None = None) -> np.ndarray:
-    """The images in one file as a float32 ``(N, H, W)`` stack; raises ``_Refused`` with the reason."""
+    """The images in one file as a float32 ``(N, H, W)`` stack; raises ``_Refused`` with the reason.
+
+    What a file's header declares is checked against the file's size and this machine's memory
+    before anything is allocated, so a damaged or hostile header costs nothing; any other failure
+    to read the file is a refusal too (libraries' warnings are silenced: the reason says it)."""
+    import warnings
+
     kind = input_kind(path)
     if kind is None:
-        raise _Refused("not a file type lenszoo reads (.fits, .fits.gz, .npy, .png)")
+        raise _Refused(f"not a file type lenszoo reads ({READ})")
     try:
         if os.path.getsize(path) == 0:
             raise _Refused("empty file")
     except OSError as exc:
         raise _Refused(f"cannot be read ({exc.strerror or exc})") from None
-    array = {"fits": _read_fits, "npy": _read_npy, "png": _read_png}[kind](path, hdu)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            array = {"fits": _read_fits, "npy": _read_npy, "png": _read_png}[kind](path, hdu)
+    except _Refused:
+        raise
+    except MemoryError:
+        raise _Refused(f"too large to read into this machine's memory (reading needs more than "
+                       f"{_bytes(_read_budget())} free); split it into smaller files") from None
+    except Exception as exc:  # noqa: BLE001 -- one unreadable file never stops a survey
+        raise _Refused(f"cannot be read ({type(exc).__name__}: {_short(exc)})") from None
     return _as_stack(array)
+
+
+def _read_budget() -> int:
+    """The most bytes of float32 pixels lenszoo reads from one file: a quarter of this machine's
+    memory (a file is read whole, and several are in flight while the model scores)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        total = 16 << 30
+    return max(total // 4, 256 << 20)
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"
+
+
+def _check_declared(shape, *, stored: int, room: int | None, compressed=False, channels=1,
+                    what="its header declares"):
+    """Refuse a file whose header declares more data (``stored`` bytes) than the file has ``room``
+    for (None: not checkable), or more float32 pixels than memory allows."""
+    shape = tuple(int(n) for n in shape)
+    pixels = int(np.prod(shape, dtype=object)) if shape else 0
+    declared = f"{what} {'×'.join(map(str, shape))} pixels"
+    if room is not None and compressed and stored > room * MAX_INFLATION:
+        raise _Refused(f"{declared} ({_bytes(stored)}), more than its {_bytes(room)} of compressed data can "
+                       "hold: damaged, or a decompression bomb; write it again")
+    if room is not None and not compressed and stored > room:
+        raise _Refused(f"{declared} ({_bytes(stored)}) but holds {_bytes(max(room, 0))} of data: truncated or "
+                       "damaged; write it again")
+    budget = _read_budget()
+    if pixels * channels * 4 > budget:
+        raise _Refused(f"{declared} ({_bytes(pixels * channels * 4)} as float32), more than lenszoo reads from "
+                       f"one file here ({_bytes(budget)}, a quarter of this machine's memory); split it into "
+                       "smaller files")
 
 
 def _read_fits(path, hdu):
@@ -105,14 +209,16 @@ def _read_fits(path, hdu):
                 if hdu >= len(hdus):
                     raise _Refused(f"has {len(hdus)} HDU(s); --hdu {hdu} does not exist")
                 chosen = hdus[hdu]
-                if chosen.data is None:
-                    raise _Refused(f"HDU {hdu} holds no data")
                 if not chosen.is_image:
                     raise _Refused(f"HDU {hdu} is a table, not an image")
+                if not _fits_shape(chosen):
+                    raise _Refused(f"HDU {hdu} holds no data")
             else:  # the primary HDU, or the first extension holding an image (compressed files)
-                chosen = next((h for h in hdus if h.is_image and h.data is not None), None)
+                chosen = next((h for h in hdus if h.is_image and _fits_shape(h)), None)
                 if chosen is None:
                     raise _Refused("no HDU holds an image")
+            index = hdus.index(chosen)
+            _check_fits_size(path, chosen, hdus.fileinfo(index)["datLoc"])
             data = np.asarray(chosen.data)
     except _Refused:
         raise
@@ -121,7 +227,29 @@ def _read_fits(path, hdu):
     return _numeric(data)
 
 
+def _fits_shape(hdu) -> tuple:
+    """The image shape an HDU's header declares (read from the header only; () when it has none)."""
+    shape = tuple(getattr(hdu, "shape", None) or ())
+    return shape if all(shape) else ()
+
+
+def _check_fits_size(path, hdu, data_start: int):
+    from astropy.io.fits import CompImageHDU
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        gzipped = handle.read(2) == b"\x1f\x8b"
+    stored = int(hdu.size)  # BITPIX/8 × the NAXISn: the bytes its data take in the file
+    if isinstance(hdu, CompImageHDU):  # tiles compressed without a bound on the ratio: memory decides
+        _check_declared(_fits_shape(hdu), stored=stored, room=None)
+    elif gzipped:
+        _check_declared(_fits_shape(hdu), stored=stored, room=size, compressed=True)
+    else:
+        _check_declared(_fits_shape(hdu), stored=stored, room=size - data_start)
+
+
 def _read_npy(path, hdu):
+    _check_npy_header(path)
     try:
         data = np.load(path, allow_pickle=False)
     except ValueError as exc:
@@ -135,9 +263,48 @@ def _read_npy(path, hdu):
     return _numeric(data)
 
 
+def _check_npy_header(path):
+    """Shape and dtype from the header, checked against the bytes after it before ``np.load``
+    allocates the array (a header can declare terabytes)."""
+    fmt = np.lib.format
+    with open(path, "rb") as handle:
+        try:
+            version = fmt.read_magic(handle)
+            reader = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+            if reader is None:
+                return  # other versions hold unicode field names (records): np.load refuses them
+            shape, _, dtype = reader(handle)
+        except ValueError as exc:
+            raise _Refused(f"not a readable .npy file ({_short(exc)})") from None
+        start = handle.tell()
+    if dtype.hasobject:
+        raise _Refused("holds pickled Python objects, which lenszoo never loads; save a numeric array")
+    stored = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    _check_declared(shape, stored=stored, room=os.path.getsize(path) - start, what=f"its header declares {dtype}")
+
+
+def _png_header(path):
+    """``(width, height, bytes per row of raw data, channels decoded)`` from a PNG's IHDR, or None
+    when it has none (PIL then says what the file is)."""
+    import struct
+
+    with open(path, "rb") as handle:
+        head = handle.read(29)
+    if len(head) < 29 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
+    stored = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour, 4)  # samples per pixel in the file
+    return width, height, 1 + (width * stored * depth + 7) // 8, 1 if colour == 0 else 3  # colour: read as RGB
+
+
 def _read_png(path, hdu):
     from PIL import Image, UnidentifiedImageError
 
+    header = _png_header(path)
+    if header is not None:
+        width, height, row_bytes, channels = header
+        _check_declared((height, width), stored=height * row_bytes, room=os.path.getsize(path), compressed=True,
+                        channels=channels)  # every channel is decoded as float32
     try:
         with Image.open(path) as image:
             image.load()
@@ -152,7 +319,7 @@ def _read_png(path, hdu):
             raise _Refused(f"PNG mode {mode} is not a single-band image")
     except _Refused:
         raise
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
         raise _Refused(f"not a readable PNG ({_short(exc)})") from None
 
 
@@ -193,10 +360,16 @@ def fit_size(images: np.ndarray, resize: str | None) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    tensor = torch.from_numpy(np.ascontiguousarray(images))[:, None]
     kwargs = {"antialias": True, "align_corners": False} if resize in ("bilinear", "bicubic") else {}
-    resized = F.interpolate(tensor, size=INPUT_SIZE, mode=resize, **kwargs)
-    return resized[:, 0].numpy()
+    # A few images at a time into the result: interpolate's temporaries for a whole stack cost
+    # several times the stack (a compressed file can hold many thousands of images).
+    out = np.empty((len(images), *INPUT_SIZE), dtype=np.float32)
+    step = max(1, RESIZE_CHUNK_PIXELS // (height * width + INPUT_SIZE[0] * INPUT_SIZE[1]))
+    with torch.inference_mode():
+        for start in range(0, len(images), step):
+            chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + step], dtype=np.float32))[:, None]
+            out[start:start + step] = F.interpolate(chunk, size=INPUT_SIZE, mode=resize, **kwargs)[:, 0].numpy()
+    return out
 
 
 class FileReader:
@@ -216,6 +389,9 @@ class FileReader:
             images = fit_size(read_images(source, hdu=self.hdu), self.resize)
         except _Refused as exc:
             return source, None, None, [InputProblem(source, str(exc))]
+        except MemoryError:
+            return source, None, None, [InputProblem(source, "too large to resample in this machine's memory; "
+                                                             "split it into smaller files")]
         indices = np.arange(len(images))
         finite = np.isfinite(images).all(axis=(1, 2))
         problems = [InputProblem(source, "has NaN or infinite pixels; mask or fill them to score it", int(i))
@@ -229,6 +405,12 @@ class FileReader:
 
 def _first(item):
     return item
+
+
+def _reading_worker(parent: int, worker_id: int):
+    from .runtime import end_with_parent
+
+    end_with_parent(parent)  # a killed predict takes its readers with it
 
 
 # -- scoring ---------------------------------------------------------------------------------------
@@ -364,7 +546,8 @@ def score_files(model, files, *, tta=False, resize=None, hdu=None, batch_size=25
     name, sha = model_identity(model)
     reader = FileReader(files, hdu=hdu, resize=resize, skip=skip)
     loader = DataLoader(reader, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_first,
-                        prefetch_factor=4 if workers else None, persistent_workers=False)
+                        prefetch_factor=4 if workers else None, persistent_workers=False,
+                        worker_init_fn=functools.partial(_reading_worker, os.getpid()) if workers else None)
     counts = {"images": 0, "files": 0, "problems": 0, "skipped": sum(len(v) for v in (skip or {}).values())}
     pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (sources, indices, images)
 
@@ -751,16 +934,19 @@ def predict(model, inputs, *, task="classify", dataset=None, tta=False, resize=N
     ``(H, W)`` / ``(N, H, W)`` images. ``model`` is a loaded lenszoo model or any name
     ``lenszoo.load`` takes (``task``/``dataset`` pick released weights). Inputs that cannot be
     scored are reported as warnings; the rest are scored. ``engine="onnxruntime"`` runs the
-    network with onnxruntime on the CPU."""
+    network with onnxruntime on the CPU. A tensor that requires grad is scored as it is (detached:
+    scoring never backpropagates). Bad options are one ``LenszooError``, as on the command line."""
     import warnings
 
+    device = _check_predict_options(inputs, tta=tta, resize=resize, hdu=hdu, batch_size=batch_size,
+                                    workers=workers, device=device, engine=engine)
     if isinstance(model, (str, os.PathLike)):
         from .resolve import load_model
 
         model = load_model(model, task=task, dataset=dataset, device=device)
     rows: list[dict] = []
-    if isinstance(inputs, np.ndarray) or type(inputs).__module__.startswith("torch"):
-        array = np.asarray(inputs.cpu() if hasattr(inputs, "cpu") else inputs)
+    if isinstance(inputs, np.ndarray) or _is_tensor(inputs):
+        array = _tensor_array(inputs) if _is_tensor(inputs) else inputs
         try:
             stack = fit_size(_as_stack(_numeric(array)), resize)
         except _Refused as exc:
@@ -785,6 +971,63 @@ def predict(model, inputs, *, task="classify", dataset=None, tta=False, resize=N
                 device=device, on_rows=rows.extend, engine=engine,
                 on_problem=lambda p: warnings.warn(str(p), stacklevel=3))
     return rows
+
+
+def _is_tensor(value) -> bool:
+    return type(value).__module__.startswith("torch") and hasattr(value, "detach")
+
+
+def _tensor_array(tensor) -> np.ndarray:
+    import torch
+
+    tensor = tensor.detach().cpu()
+    if tensor.dtype in (torch.bfloat16, torch.float16):
+        tensor = tensor.float()
+    try:
+        return tensor.numpy()
+    except (TypeError, RuntimeError) as exc:
+        raise LenszooError(f"the images: a {tensor.dtype} tensor cannot be read ({_short(exc)}); pass float32 "
+                           "images") from None
+
+
+def _check_predict_options(inputs, *, tta, resize, hdu, batch_size, workers, device, engine):
+    """What ``lenszoo predict`` checks on its command line, for the Python API; the torch device."""
+    import numbers
+
+    from .runtime import resolve_device
+
+    def whole(value, name, least, what):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            raise LenszooError(f"{name} must be a whole number >= {least} ({what}), got {value!r}")
+
+    whole(batch_size, "batch_size", 1, "images scored at once")
+    whole(workers, "workers", 0, "processes reading files while the model scores; 0 reads in this process")
+    if hdu is not None:
+        whole(hdu, "hdu", 0, "the FITS HDU to read; None reads the first holding an image")
+    if resize is not None and resize not in RESIZE_METHODS:
+        raise LenszooError(f"resize must be None (64×64 images only) or one of {', '.join(RESIZE_METHODS)}, "
+                           f"got {resize!r}")
+    if not isinstance(tta, (bool, np.bool_)):
+        raise LenszooError(f"tta must be True or False, got {tta!r}")
+    if engine not in ENGINES:
+        raise LenszooError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    resolved = resolve_device(device)
+    if engine == "onnxruntime" and resolved.type != "cpu":
+        raise LenszooError("engine='onnxruntime' runs on the CPU; pass device='cpu' or engine='torch'")
+    if not (isinstance(inputs, (str, os.PathLike, np.ndarray)) or _is_tensor(inputs)):
+        items = list(inputs) if isinstance(inputs, (list, tuple)) else None
+        if not items or not all(isinstance(i, (str, os.PathLike)) for i in items):
+            if items is None:
+                got = type(inputs).__name__
+            elif not items:
+                got = "an empty list"
+            else:
+                got = f"a {type(inputs).__name__} of {', '.join(sorted({type(i).__name__ for i in items}))}"
+            arrays = any(isinstance(i, np.ndarray) or _is_tensor(i) for i in items or ())
+            raise LenszooError("inputs must be a file or folder (str or Path), a list of them, or an (N, H, W) numpy "
+                               f"array or tensor of images; got {got}" + ("; stack the arrays with numpy.stack"
+                                                                          if arrays else ""))
+    return resolved
 
 
 # -- splitting a survey across processes (torchrun) ----------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 import click
@@ -36,13 +37,15 @@ from ..hookspecs import hookimpl
                    "needs lenszoo[onnx]). Its speed against PyTorch, bare and end to end, was measured on one "
                    "machine: see the table in docs/predict.md.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--list-skipped", is_flag=True, help="Name every input that is not scored on its own stderr line, "
+              "as it is found [default: one line per reason when the run ends].")
 def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, resume, batch_size, workers, device,
-                    engine, quiet):
-    """Score every image in INPUTS (FITS, .fits.gz, .npy or PNG files, or folders of them) with MODEL
+                    engine, quiet, list_skipped):
+    """Score every image in INPUTS (FITS, .fits.gz, .fits.fz, .npy or PNG files, or folders of them) with MODEL
     (a registered architecture's released weights, hf-hub:ORG/NAME@REV, a run directory or a
     checkpoint folder): one row per image with class probabilities (or log10 m_a), the model
-    and its weights' sha256. Files that cannot be scored are named on stderr and the rest are
-    scored; the exit status is 3 when some were not.
+    and its weights' sha256. Inputs that cannot be scored are told on stderr, one line per reason
+    (every one with --list-skipped), and the rest are scored; the exit status is 3 when some were not.
 
     \b
       lenszoo predict c8_steerable --dataset B cutouts/ --out scores.csv
@@ -80,18 +83,18 @@ def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, re
         return _predict_into(model, files, problems, out=out, target=target, target_fmt=target_fmt, task=task,
                              dataset=dataset, hdu=hdu, resize=resize, tta=tta, resume=resume, batch_size=batch_size,
                              workers=workers, device=device, local_rank=local_rank, engine=engine, quiet=quiet,
-                             rank=rank, world=world)
+                             rank=rank, world=world, list_skipped=list_skipped)
 
 
 def _predict_into(model, files, problems, *, out, target, target_fmt, task, dataset, hdu, resize, tta, resume,
-                  batch_size, workers, device, local_rank, engine, quiet, rank, world):
+                  batch_size, workers, device, local_rank, engine, quiet, rank, world, list_skipped):
     """Score ``files`` into ``target`` (``--out``, or this rank's part), holding its lock."""
     from pathlib import Path
 
     from ..files import is_disk_full
     from ..resolve import load_model
     from ..runtime import resolve_device
-    from ..scoring import SOME_FAILED, RowWriter, check_done_marker, clear_done_marker, columns_for, \
+    from ..scoring import SOME_FAILED, RowWriter, SkipReport, check_done_marker, clear_done_marker, columns_for, \
         model_identity, score_files, write_done_marker
 
     target = Path(target)
@@ -106,19 +109,21 @@ def _predict_into(model, files, problems, *, out, target, target_fmt, task, data
     writer.check_same(sha, tta, columns=columns_for(task))
     if world > 1:  # a restarted part is unfinished until this run of it ends
         clear_done_marker(target)
+    skips = SkipReport(lambda message: click.echo(message, err=True), each=list_skipped)
     for problem in problems if rank == 0 else []:
-        click.echo(f"skipped {problem}", err=True)
+        skips.add(problem)
     bar = None
     if not quiet and rank == 0:
         from tqdm import tqdm
 
-        bar = tqdm(unit="img", desc="scoring", file=click.get_text_stream("stderr"), dynamic_ncols=True)
-    failed = len(problems)
+        stderr = sys.stderr
+        bar = tqdm(unit="img", desc="scoring", file=stderr, dynamic_ncols=True)
+        skips.echo = lambda message: bar.write(message, file=stderr)  # tqdm.write defaults to stdout
 
     def report(problem):
-        nonlocal failed
-        failed += 1
-        (bar.write if bar is not None else lambda m: click.echo(m, err=True))(f"skipped {problem}")
+        skips.add(problem)
+        if bar is not None:
+            bar.set_postfix_str(f"{len(skips)} skipped", refresh=False)
 
     started = time.perf_counter()
     try:
@@ -143,6 +148,9 @@ def _predict_into(model, files, problems, *, out, target, target_fmt, task, data
     finally:
         if bar is not None:
             bar.close()
+    skips.echo = lambda message: click.echo(message, err=True)
+    skips.summarise()
+    failed = len(skips)
     seconds = time.perf_counter() - started
     rate = counts["images"] / seconds if seconds > 0 else 0.0
     resumed = f" ({counts['skipped']} already in {out})" if counts["skipped"] else ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import multiprocessing
+import os
 import sys
 import time
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import LenszooError
+from ..runtime import end_with_parent
 from .interface import check_generator, check_split, generator_image_shape, generator_info
 from .normalization import NORMALIZATION
 from .storage import FORMAT, FORMAT_VERSION, DatasetWriter, meta_records, parse_shard_spec, shards_of_job
@@ -93,38 +95,9 @@ def check_free_space(path, n_images: int, identity: dict):
                            f"{free / 1e9:.1f} GB free; free some space, choose another --out, or simulate fewer images")
 
 
-def _end_with_parent():
-    """Make this worker end quietly when the process that started it dies (killed, OOM): a
-    forked pool worker would otherwise wait forever, or print a BrokenPipe traceback."""
-    import os
-    import signal
-
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # a write to a dead parent ends the worker silently
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(1, signal.SIGTERM, 0, 0, 0) == 0:  # PR_SET_PDEATHSIG: Linux tells us
-            return
-    except (OSError, AttributeError):
-        pass
-    import threading
-
-    parent = os.getppid()
-
-    def watch():
-        import time
-
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def _init_worker(generator):
+def _init_worker(generator, parent):
     global _worker_generator
-    _end_with_parent()
+    end_with_parent(parent)
     _worker_generator = generator
 
 
@@ -215,7 +188,8 @@ def simulate_dataset(dataset, split: str, n_per_class: int, out, *, seed: int = 
                 bar.update(stop - start)
         else:
             context = _pool_context()
-            with context.Pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(generator,)) as pool:
+            with context.Pool(min(workers, len(tasks)), initializer=_init_worker,
+                              initargs=(generator, os.getpid())) as pool:
                 for result in pool.imap(_simulate_task, tasks):
                     collect(result)
                     bar.update(len(result[2]))
