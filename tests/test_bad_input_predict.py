@@ -36,11 +36,11 @@ def images():
 
 @pytest.fixture(scope="module")
 def model():
-    return lenszoo.load(MODEL)
+    return lenszoo.load(MODEL, dataset="A")
 
 
 def run_predict(*args, quiet=True):
-    result = cli("predict", MODEL, *args, *(["--quiet"] if quiet else []))
+    result = cli("predict", MODEL, "--dataset", "A", *args, *(["--quiet"] if quiet else []))
     assert "Traceback" not in result.output, result.output
     return result
 
@@ -227,7 +227,7 @@ def test_reading_workers_die_with_a_killed_predict(tmp_path, workers):
     stack = np.random.default_rng(0).normal(size=(32, 64, 64)).astype(np.float32)  # 512 KiB: fills a pipe
     for i in range(16):
         np.save(folder / f"{i:02d}.npy", stack)
-    command = [sys.executable, "-m", "lenszoo", "predict", MODEL, str(folder), "--out", str(tmp_path / "s.csv"),
+    command = [sys.executable, "-m", "lenszoo", "predict", MODEL, "--dataset", "A", str(folder), "--out", str(tmp_path / "s.csv"),
                "--quiet", *(["--workers", str(workers)] if workers else [])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
@@ -277,7 +277,7 @@ def test_fpacked_fits_in_a_folder_are_scored(tmp_path):
     direct = run_predict(folder / "tiles.fits.fz", "--out", tmp_path / "direct.csv")
     assert direct.exit_code == 0, direct.output
     assert scored(tmp_path / "direct.csv") == scored(out)
-    expected = lenszoo.predict(MODEL, cutouts.astype(np.float32))
+    expected = lenszoo.predict(MODEL, cutouts.astype(np.float32), dataset="A")
     import csv
 
     with open(out, newline="") as handle:
