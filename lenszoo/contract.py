@@ -252,19 +252,57 @@ def describe(contract: dict) -> list[tuple[str, str]]:
     return rows
 
 
-_MEASURED: dict[str, dict] = {}  # dataset config (as JSON) -> its measured contract, per process
+_MEASURED: dict[str, dict] = {}  # dataset config (as JSON) -> its contract, per process
 
 
-def weights_contract(config: dict) -> dict:
-    """The contract of a checkpoint from its ``config.json``: its dataset's, measured on the
-    training images its recorded generator config makes, plus the nuisances its recipe drew."""
+def dataset_contract(name: str, config: dict | None = None) -> dict:
+    """The contract of dataset ``name`` simulated with ``config`` (None: its own): the one the
+    released weights of that dataset state when the config is the dataset's own, else measured."""
     import json
 
     from .registry import get_dataset
 
-    recorded = ((config.get("training_data") or {}).get("generator") or {}).get("config")
-    generator = get_dataset(config["dataset"], **(recorded or {}))
-    key = json.dumps([config["dataset"], getattr(generator, "config", None)], sort_keys=True, default=str)
+    generator = get_dataset(name, **(config or {}))
+    key = json.dumps([name, getattr(generator, "config", None)], sort_keys=True, default=str)
     if key not in _MEASURED:
-        _MEASURED[key] = measure_contract(generator)
-    return contract_for_weights(_MEASURED[key], config.get("recipe"))
+        own = getattr(get_dataset(name), "config", None)
+        if json.loads(json.dumps(own, default=str)) == json.loads(json.dumps(generator.config, default=str)):
+            _MEASURED[key] = _released_contract(name)
+        if _MEASURED.get(key) is None:
+            _MEASURED[key] = measure_contract(generator)
+    return _MEASURED[key]
+
+
+def _released_contract(name: str) -> dict | None:
+    from .weights import released_weights
+
+    try:
+        entries = released_weights()
+    except LenszooError:
+        return None
+    for entry in entries:
+        contract = entry.get("input_contract")
+        if entry["dataset"] == name and contract and contract.get("version") == CONTRACT_VERSION:
+            return {k: v for k, v in contract.items() if k != "tolerates"}
+    return None
+
+
+def weights_contract(config: dict) -> dict:
+    """The contract of a checkpoint from its ``config.json``: its dataset's, for the training
+    images its recorded generator config makes, plus the nuisances its recipe drew."""
+    recorded = ((config.get("training_data") or {}).get("generator") or {}).get("config")
+    return contract_for_weights(dataset_contract(config["dataset"], recorded), config.get("recipe"))
+
+
+def model_contract(model) -> dict | None:
+    """What a loaded model expects: its checkpoint's recorded contract, else its dataset's (a run
+    folder); None for a model of no registered dataset (its images cannot be checked)."""
+    config = getattr(model, "lenszoo_config", None) or {}
+    if config.get("input_contract"):
+        return config["input_contract"]
+    if not config.get("dataset"):
+        return None
+    try:
+        return weights_contract(config)
+    except LenszooError:
+        return None

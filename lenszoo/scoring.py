@@ -132,7 +132,7 @@ def find_inputs(inputs) -> tuple[list[str], list[InputProblem]]:
     return files, problems
 
 
-def read_images(path, *, hdu: int | None = None) -> np.ndarray:
+def read_images(path, *, hdu: int | None = None, info: dict | None = None) -> np.ndarray:
     """The images in one file as a float32 ``(N, H, W)`` stack; raises ``_Refused`` with the reason.
 
     What a file's header declares is checked against the file's size and this machine's memory
@@ -151,7 +151,10 @@ def read_images(path, *, hdu: int | None = None) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            array = {"fits": _read_fits, "npy": _read_npy, "png": _read_png}[kind](path, hdu)
+            if kind == "fits":
+                array = _read_fits(path, hdu, info)
+            else:
+                array = {"npy": _read_npy, "png": _read_png}[kind](path, hdu)
     except _Refused:
         raise
     except MemoryError:
@@ -200,7 +203,21 @@ def _check_declared(shape, *, stored: int, room: int | None, compressed=False, c
                        "smaller files")
 
 
-def _read_fits(path, hdu):
+def fits_pixel_scale(header) -> float | None:
+    """The pixel scale in arcsec a FITS header states (CD matrix or CDELT), or None."""
+    try:
+        if "CD1_1" in header or "CD2_1" in header:
+            scale = float(np.hypot(header.get("CD1_1", 0.0), header.get("CD2_1", 0.0)))
+        elif "CDELT1" in header:
+            scale = abs(float(header["CDELT1"]))
+        else:
+            return None
+    except (TypeError, ValueError):
+        return None
+    return scale * 3600.0 if np.isfinite(scale) and scale > 0 else None
+
+
+def _read_fits(path, hdu, info=None):
     from astropy.io import fits
 
     try:
@@ -220,6 +237,8 @@ def _read_fits(path, hdu):
             index = hdus.index(chosen)
             _check_fits_size(path, chosen, hdus.fileinfo(index)["datLoc"])
             data = np.asarray(chosen.data)
+            if info is not None:
+                info["pixel_scale"] = fits_pixel_scale(chosen.header)
     except _Refused:
         raise
     except (OSError, ValueError, TypeError, EOFError) as exc:
@@ -384,14 +403,15 @@ class FileReader:
         return len(self.files)
 
     def __getitem__(self, position):
-        source = self.files[position]
+        source, info = self.files[position], {}
         try:
-            images = fit_size(read_images(source, hdu=self.hdu), self.resize)
+            raw = read_images(source, hdu=self.hdu, info=info)
+            images = fit_size(raw, self.resize)
         except _Refused as exc:
-            return source, None, None, [InputProblem(source, str(exc))]
+            return source, None, None, [InputProblem(source, str(exc))], None
         except MemoryError:
             return source, None, None, [InputProblem(source, "too large to resample in this machine's memory; "
-                                                             "split it into smaller files")]
+                                                             "split it into smaller files")], None
         indices = np.arange(len(images))
         finite = np.isfinite(images).all(axis=(1, 2))
         problems = [InputProblem(source, "has NaN or infinite pixels; mask or fill them to score it", int(i))
@@ -400,7 +420,17 @@ class FileReader:
         done = self.skip.get(source)
         if done:
             keep = keep & ~np.isin(indices, np.fromiter(done, dtype=np.int64))
-        return source, images[keep], indices[keep], problems
+        images = images[keep]
+        # Measured here, in the reading workers: the checks against the weights' contract cost the
+        # scoring process nothing but a comparison.
+        from .contract import image_statistics
+
+        stats = image_statistics(images) if len(images) else None
+        if stats is not None:
+            scale = info.get("pixel_scale")  # a resampled image's pixels are larger by the ratio of sizes
+            stats["pixel_scale"] = np.full(len(images), np.nan if scale is None
+                                           else scale * raw.shape[-1] / INPUT_SIZE[1])
+        return source, images, indices[keep], problems, stats
 
 
 def _first(item):
@@ -516,12 +546,16 @@ class Scorer:
 
 def columns_for(task: str) -> list[str]:
     scores = [f"p_{name}" for name in CLASS_NAMES] + ["predicted_class"] if task == "classify" else ["log10_m_a"]
-    return ["source", "index", *scores, "tta", "model", "model_sha256"]
+    return ["source", "index", *scores, "flags", "tta", "model", "model_sha256"]
 
 
-def rows_for(task, sources, indices, outputs, *, tta, model_name, sha) -> list[dict]:
+def _legacy_columns(task: str) -> list[str]:  # tables of lenszoo before the flags column
+    return [c for c in columns_for(task) if c != "flags"]
+
+
+def rows_for(task, sources, indices, outputs, *, tta, model_name, sha, flags=None) -> list[dict]:
     rows = []
-    for source, index, out in zip(sources, indices, outputs):
+    for i, (source, index, out) in enumerate(zip(sources, indices, outputs)):
         row = {"source": source, "index": int(index)}
         if task == "classify":
             for name, p in zip(CLASS_NAMES, out):
@@ -529,16 +563,23 @@ def rows_for(task, sources, indices, outputs, *, tta, model_name, sha) -> list[d
             row["predicted_class"] = CLASS_NAMES[int(np.argmax(out))]
         else:
             row["log10_m_a"] = round(float(out), 5)
+        row["flags"] = ";".join(flags[i]) if flags is not None else ""
         row.update(tta=bool(tta), model=model_name, model_sha256=sha)
         rows.append(row)
     return rows
 
 
 def score_files(model, files, *, tta=False, resize=None, hdu=None, batch_size=256, workers=0, device="cpu",
-                skip=None, on_rows=None, on_problem=None, progress=None, engine="torch") -> dict:
+                skip=None, on_rows=None, on_problem=None, progress=None, engine="torch", contract=None,
+                strict=False) -> dict:
     """Score every image in ``files``; rows go to ``on_rows`` batch by batch, problems to
-    ``on_problem`` as they are found. Returns counts."""
+    ``on_problem`` as they are found. Each image is checked against ``contract`` (the weights'
+    input contract, lenszoo/contract.py): its row's ``flags`` say where it does not look like the
+    training images, and with ``strict`` a flagged image is not scored but reported as a problem.
+    Returns counts (``flagged``: images flagged, by reason)."""
     from torch.utils.data import DataLoader
+
+    from .contract import image_flags
 
     if resize is not None and resize not in RESIZE_METHODS:
         raise LenszooError(f"--resize must be one of {', '.join(RESIZE_METHODS)}, got {resize!r}")
@@ -548,20 +589,22 @@ def score_files(model, files, *, tta=False, resize=None, hdu=None, batch_size=25
     loader = DataLoader(reader, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_first,
                         prefetch_factor=4 if workers else None, persistent_workers=False,
                         worker_init_fn=functools.partial(_reading_worker, os.getpid()) if workers else None)
-    counts = {"images": 0, "files": 0, "problems": 0, "skipped": sum(len(v) for v in (skip or {}).values())}
-    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (sources, indices, images)
+    counts = {"images": 0, "files": 0, "problems": 0, "skipped": sum(len(v) for v in (skip or {}).values()),
+              "flagged_images": 0, "flagged": {}}
+    pending: list[tuple] = []  # (sources, indices, images, flags) of images not scored yet
 
     def flush(final=False):
         if not pending or (not final and sum(len(p[0]) for p in pending) < batch_size):
             return
         sources, indices, images = (np.concatenate([p[k] for p in pending]) for k in range(3))
+        flags = [f for p in pending for f in p[3]]
         pending.clear()
         start = 0
         while len(images) - start >= batch_size or (final and start < len(images)):
             stop = min(start + batch_size, len(images))
             outputs = scorer(images[start:stop])
             rows = rows_for(scorer.task, sources[start:stop], indices[start:stop], outputs, tta=tta,
-                            model_name=name, sha=sha)
+                            model_name=name, sha=sha, flags=flags[start:stop])
             if on_rows:
                 on_rows(rows)
             counts["images"] += stop - start
@@ -569,19 +612,51 @@ def score_files(model, files, *, tta=False, resize=None, hdu=None, batch_size=25
                 progress(stop - start)
             start = stop
         if start < len(images):
-            pending.append((sources[start:], indices[start:], images[start:]))
+            pending.append((sources[start:], indices[start:], images[start:], flags[start:]))
 
-    for source, images, indices, problems in loader:
+    def problem(found):
+        counts["problems"] += 1
+        if on_problem:
+            on_problem(found)
+
+    for source, images, indices, problems, stats in loader:
         counts["files"] += 1
-        for problem in problems:
-            counts["problems"] += 1
-            if on_problem:
-                on_problem(problem)
-        if images is not None and len(images):
-            pending.append((np.full(len(images), source, dtype=object), indices, images))
-            flush()
+        for found in problems:
+            problem(found)
+        if images is None or not len(images):
+            continue
+        flags = image_flags(stats, contract, pixel_scales=[None if np.isnan(v) else float(v)
+                                                           for v in stats["pixel_scale"]]) \
+            if contract else [[] for _ in range(len(images))]
+        for image_flags_ in flags:
+            if image_flags_:
+                counts["flagged_images"] += 1
+            for reason in image_flags_:
+                counts["flagged"][reason] = counts["flagged"].get(reason, 0) + 1
+        if strict:
+            keep = np.array([not f for f in flags], dtype=bool)
+            for i in np.flatnonzero(~keep):
+                problem(InputProblem(source, "flagged --strict: " + ", ".join(flags[i]), int(indices[i])))
+            images, indices, flags = images[keep], indices[keep], [f for f in flags if not f]
+            if not len(images):
+                continue
+        pending.append((np.full(len(images), source, dtype=object), indices, images, flags))
+        flush()
     flush(final=True)
     return counts
+
+
+def flag_summary(counts: dict) -> str | None:
+    """One line: how many scored images were flagged, and why (None when none were)."""
+    if not counts.get("flagged_images"):
+        return None
+    from .contract import FLAG_TEXT
+
+    reasons = "; ".join(f"{reason} {n} ({FLAG_TEXT[reason].split(' (')[0]})"
+                        for reason, n in sorted(counts["flagged"].items(), key=lambda kv: -kv[1]))
+    return (f"flagged {counts['flagged_images']} images as unlike the weights' training images: {reasons}; "
+            "their rows say which in the flags column (--strict skips them); see docs/predict.md, "
+            "'Real data', and `lenszoo info ARCH --dataset D` for what the weights expect")
 
 
 # -- the output table ------------------------------------------------------------------------------
@@ -643,6 +718,10 @@ def _task_of(names) -> str | None:
     return next((task for task in TASKS if list(names) == columns_for(task)), None)
 
 
+def _is_legacy(names) -> bool:
+    return any(list(names or []) == _legacy_columns(task) for task in TASKS)
+
+
 def _typed_row(values: dict, columns, *, text: bool) -> dict:
     """``values`` (strings from CSV with ``text``, else JSON values) checked against what
     :func:`rows_for` writes; raises ValueError naming what is wrong."""
@@ -669,6 +748,11 @@ def _typed_row(values: dict, columns, *, text: bool) -> dict:
         elif name == "predicted_class":
             if value not in CLASS_NAMES:
                 raise ValueError(f"predicted_class {value!r}")
+        elif name == "flags":
+            from .contract import FLAG_TEXT
+
+            if not isinstance(value, str) or any(f not in FLAG_TEXT for f in value.split(";") if value):
+                raise ValueError(f"flags {value!r}")
         elif name == "model_sha256":
             if not isinstance(value, str) or not SHA256_RE.fullmatch(value):
                 raise ValueError(f"model_sha256 {value!r} is not a sha256")
@@ -744,6 +828,8 @@ def read_table(path, fmt: str) -> Table:
         if not records:
             raise _not_ours(path, "it has no whole first line")
         task = _task_of(records[0][0])
+        if task is None and _is_legacy(records[0][0]):
+            raise _not_ours(path, "it was written by an earlier lenszoo (without the flags column)")
         if task is None:
             raise _not_ours(path, "its first line is not a lenszoo header")
         columns = columns_for(task)
@@ -766,6 +852,8 @@ def read_table(path, fmt: str) -> Table:
             names = list(row) if isinstance(row, dict) else None
             if task is None:
                 task = _task_of(names) if names else None
+                if task is None and _is_legacy(names):
+                    raise _not_ours(path, "it was written by an earlier lenszoo (without the flags column)")
                 if task is None:
                     raise _not_ours(path, "its first line is not a lenszoo row")
                 columns = columns_for(task)
@@ -929,14 +1017,18 @@ class RowWriter:
 
 # -- the Python entry point -------------------------------------------------------------------------
 def predict(model, inputs, *, task="classify", dataset=None, tta=False, resize=None, hdu=None, batch_size=256,
-            workers=0, device="cpu", engine="torch") -> list[dict]:
+            workers=0, device="cpu", engine="torch", strict=False) -> list[dict]:
     """Rows (dicts) scoring every image in ``inputs``: files, folders, or a numpy array of
     ``(H, W)`` / ``(N, H, W)`` images. ``model`` is a loaded lenszoo model or any name
     ``lenszoo.load`` takes (``task``/``dataset`` pick released weights). Inputs that cannot be
     scored are reported as warnings; the rest are scored. ``engine="onnxruntime"`` runs the
     network with onnxruntime on the CPU. A tensor that requires grad is scored as it is (detached:
-    scoring never backpropagates). Bad options are one ``LenszooError``, as on the command line."""
+    scoring never backpropagates). Bad options are one ``LenszooError``, as on the command line.
+    Each row's ``flags`` say where an image does not look like the weights' training images;
+    ``strict`` leaves flagged images out (with a warning each)."""
     import warnings
+
+    from .contract import image_flags, image_statistics, model_contract
 
     device = _check_predict_options(inputs, tta=tta, resize=resize, hdu=hdu, batch_size=batch_size,
                                     workers=workers, device=device, engine=engine)
@@ -956,11 +1048,22 @@ def predict(model, inputs, *, task="classify", dataset=None, tta=False, resize=N
             warnings.warn(str(InputProblem("array", "has NaN or infinite pixels; not scored", int(i))), stacklevel=2)
         scorer = Scorer(model, tta=tta, device=device, engine=engine)
         name, sha = model_identity(model)
+        contract = model_contract(model)
         indices = np.flatnonzero(finite)
+        if contract and len(indices):
+            flags = image_flags(image_statistics(stack[indices]), contract)
+        else:
+            flags = [[] for _ in indices]
+        if strict:
+            for i, f in zip(indices, flags):
+                if f:
+                    warnings.warn(str(InputProblem("array", "flagged, not scored (strict): " + ", ".join(f), int(i))),
+                                  stacklevel=2)
+            indices, flags = indices[[not f for f in flags]], [f for f in flags if not f]
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
             rows += rows_for(scorer.task, ["array"] * len(chunk), chunk, scorer(stack[chunk]), tta=tta,
-                             model_name=name, sha=sha)
+                             model_name=name, sha=sha, flags=flags[start:start + batch_size])
         return rows
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -968,7 +1071,7 @@ def predict(model, inputs, *, task="classify", dataset=None, tta=False, resize=N
     for problem in problems:
         warnings.warn(str(problem), stacklevel=2)
     score_files(model, files, tta=tta, resize=resize, hdu=hdu, batch_size=batch_size, workers=workers,
-                device=device, on_rows=rows.extend, engine=engine,
+                device=device, on_rows=rows.extend, engine=engine, contract=model_contract(model), strict=strict,
                 on_problem=lambda p: warnings.warn(str(p), stacklevel=3))
     return rows
 

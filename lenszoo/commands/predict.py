@@ -37,10 +37,13 @@ from ..hookspecs import hookimpl
                    "needs lenszoo[onnx]). Its speed against PyTorch, bare and end to end, was measured on one "
                    "machine: see the table in docs/predict.md.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--strict", is_flag=True, help="Skip images that do not look like the weights' training images "
+              "(the flags column's reasons: sky level, noise, pedestal, centring, pixel scale) instead of scoring "
+              "and flagging them.")
 @click.option("--list-skipped", is_flag=True, help="Name every input that is not scored on its own stderr line, "
               "as it is found [default: one line per reason when the run ends].")
 def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, resume, batch_size, workers, device,
-                    engine, quiet, list_skipped):
+                    engine, quiet, strict, list_skipped):
     """Score every image in INPUTS (FITS, .fits.gz, .fits.fz, .npy or PNG files, or folders of them) with MODEL
     (a registered architecture's released weights, hf-hub:ORG/NAME@REV, a run directory or a
     checkpoint folder): one row per image with class probabilities (or log10 m_a), the model
@@ -83,19 +86,20 @@ def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, re
         return _predict_into(model, files, problems, out=out, target=target, target_fmt=target_fmt, task=task,
                              dataset=dataset, hdu=hdu, resize=resize, tta=tta, resume=resume, batch_size=batch_size,
                              workers=workers, device=device, local_rank=local_rank, engine=engine, quiet=quiet,
-                             rank=rank, world=world, list_skipped=list_skipped)
+                             rank=rank, world=world, list_skipped=list_skipped, strict=strict)
 
 
 def _predict_into(model, files, problems, *, out, target, target_fmt, task, dataset, hdu, resize, tta, resume,
-                  batch_size, workers, device, local_rank, engine, quiet, rank, world, list_skipped):
+                  batch_size, workers, device, local_rank, engine, quiet, rank, world, list_skipped, strict):
     """Score ``files`` into ``target`` (``--out``, or this rank's part), holding its lock."""
     from pathlib import Path
 
     from ..files import is_disk_full
     from ..resolve import load_model
     from ..runtime import resolve_device
+    from ..contract import model_contract
     from ..scoring import SOME_FAILED, RowWriter, SkipReport, check_done_marker, clear_done_marker, columns_for, \
-        model_identity, score_files, write_done_marker
+        flag_summary, model_identity, score_files, write_done_marker
 
     target = Path(target)
     if world > 1:
@@ -107,6 +111,10 @@ def _predict_into(model, files, problems, *, out, target, target_fmt, task, data
     task = loaded.lenszoo_config["task"]
     name, sha = model_identity(loaded)
     writer.check_same(sha, tta, columns=columns_for(task))
+    contract = model_contract(loaded)
+    if contract is None and rank == 0:
+        click.echo(f"note: {name} states no input contract (trained on no registered dataset), so images are "
+                   "not checked; the flags column stays empty", err=True)
     if world > 1:  # a restarted part is unfinished until this run of it ends
         clear_done_marker(target)
     skips = SkipReport(lambda message: click.echo(message, err=True), each=list_skipped)
@@ -129,7 +137,8 @@ def _predict_into(model, files, problems, *, out, target, target_fmt, task, data
     try:
         counts = score_files(loaded, files, tta=tta, resize=resize, hdu=hdu, batch_size=batch_size,
                              workers=workers, device=torch_device, skip=writer.done, on_rows=writer.write,
-                             on_problem=report, progress=bar.update if bar is not None else None, engine=engine)
+                             on_problem=report, progress=bar.update if bar is not None else None, engine=engine,
+                             contract=contract, strict=strict)
         writer.close()
         if world > 1:
             write_done_marker(target, rows=writer.rows, task=task, tta=tta, sha=sha, counts=counts)
@@ -151,6 +160,9 @@ def _predict_into(model, files, problems, *, out, target, target_fmt, task, data
     skips.echo = lambda message: click.echo(message, err=True)
     skips.summarise()
     failed = len(skips)
+    flagged = flag_summary(counts)
+    if flagged and not strict:
+        click.echo(flagged, err=True)
     seconds = time.perf_counter() - started
     rate = counts["images"] / seconds if seconds > 0 else 0.0
     resumed = f" ({counts['skipped']} already in {out})" if counts["skipped"] else ""
