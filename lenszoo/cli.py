@@ -148,18 +148,27 @@ def list_command(pattern, task, show_datasets, no_params):
             rows.append([name, entry.plugin, entry.description])
         click.echo(format_table(rows, ["dataset", "plugin", "description"]))
         return
+    from .weights import released_weights
+
+    try:
+        entries = released_weights()
+    except LenszooError:
+        entries = []
     rows = []
     for name in list_models(pattern, task=task):
         arch = registry.architecture(name)
+        released = sorted({e["dataset"] for e in entries if e["arch"] == name})
+        tags = sorted({e["tag"] for e in entries if e["arch"] == name and e.get("tag")})
         try:
             params = "-" if no_params else f"{arch.parameter_count(task or arch.tasks[0]):,}"
         except LenszooError as exc:  # one unbuildable plugin model must not hide the others
             click.echo(f"Warning: {exc}", err=True)
             params = "unavailable"
-        rows.append([name, ",".join(arch.tasks), arch.plugin, params])
+        rows.append([name, ",".join(arch.tasks), arch.plugin, params, ",".join(released) or "-",
+                     ",".join(tags) or "-"])
     if not rows:
         raise LenszooError(f"no architecture matches {pattern!r}" + (f" with task {task!r}" if task else ""))
-    click.echo(format_table(rows, ["name", "tasks", "plugin", "params"]))
+    click.echo(format_table(rows, ["name", "tasks", "plugin", "params", "weights for", "tags"]))
 
 
 @main.command("plugins")

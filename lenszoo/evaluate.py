@@ -330,7 +330,8 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
     log(f"{dataset}/{split}: {_headline(model_task, results['metrics'])}")
     record = {
         "format": RESULTS_FORMAT, "format_version": 1, "lenszoo_version": __version__,
-        "arch": config["arch"], "task": model_task, "dataset": dataset, "split": split, "n": data_info["n"],
+        "arch": config["arch"], "tag": config.get("tag"), "task": model_task, "dataset": dataset, "split": split,
+        "n": data_info["n"],
         "trained_on": config.get("dataset"), "model": {**model_info, "images_seen": config.get("images_seen"),
                                                       "recipe": config.get("recipe"),
                                                       "model_args": config.get("model_args"),

@@ -91,6 +91,8 @@ def load_results(paths) -> list[dict]:
         if problem:
             raise LenszooError(f"{path} is a damaged lenszoo evaluation result ({problem}); run `lenszoo evaluate` again")
         record["_path"] = str(path)
+        if isinstance(record.get("tag"), str) and record["tag"]:  # tagged weights are rows of their own: ARCH.TAG
+            record["arch"] = f"{record['arch']}.{record['tag']}"
         results.append(record)
     return results
 

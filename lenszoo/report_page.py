@@ -495,8 +495,14 @@ HEADLINE_END = "<!-- /headline -->"
 def headline_table(entries: list[dict], paper_rows: dict | None = None) -> str:
     """One row per architecture: the released checkpoints' test metrics (classification accuracy,
     regression MAE in dex) beside the seed paper's accuracy; '—' where nothing is released."""
+    from .weights import is_default
+
     paper_rows = paper_rows or {}
-    found = {(e["arch"], e["task"], e["dataset"]): e for e in entries}
+    groups: dict = {}
+    for entry in entries:
+        groups.setdefault((entry["arch"], entry["task"], entry["dataset"]), []).append(entry)
+    found = {key: next(e for e in group if is_default(e, group)) for key, group in groups.items()
+             if any(is_default(e, group) for e in group)}  # the weights an untagged name loads
     archs = sorted({e["arch"] for e in entries} | set(ORDER), key=_arch_order)
     rows = []
     for arch in archs:

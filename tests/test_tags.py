@@ -117,3 +117,22 @@ def test_info_shows_tags_the_default_and_the_contract(zoo):
     assert "dataset=A (default):" in result.output
     if MANIFEST["weights"][0].get("input_contract"):
         assert "pixel scale:" in result.output and "0.101 arcsec/pixel" in result.output
+
+
+def test_list_and_report_show_tags(zoo, tmp_path):
+    from click.testing import CliRunner
+
+    from lenszoo.cli import main
+    from lenszoo.evaluate import RESULTS_FORMAT
+    from lenszoo.report import build_report, load_results
+
+    listed = CliRunner().invoke(main, ["list"]).output.splitlines()
+    assert "robust" in next(line for line in listed if line.startswith("radial_profile"))
+    base = {"format": RESULTS_FORMAT, "task": "classify", "arch": "radial_profile", "dataset": "A", "split": "test",
+            "n": 10, "metrics": {"accuracy": 0.9, "auc": 0.95}}
+    for name, tag, sha in (("plain", None, "a"), ("robust", "robust", "b")):
+        record = dict(base, tag=tag, model={"weights_sha256": sha * 64})
+        (tmp_path / f"{name}.results.json").write_text(json.dumps(record))
+    text = build_report(load_results([tmp_path]))
+    rows = [line for line in text.splitlines() if line.startswith("| radial_profile")]
+    assert len(rows) == 2 and any(row.startswith("| radial_profile.robust |") for row in rows)
