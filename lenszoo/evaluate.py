@@ -82,7 +82,7 @@ def load_test_data(task, *, dataset=None, split="test", data_dir=None, n_per_cla
     if split not in SPLITS:
         raise LenszooError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     if data_dir is not None:
-        stored = open_stored(data_dir, task, normalized=False, verify=verify)
+        stored = open_stored(data_dir, task, normalized=False, verify=verify, report_only=True)
         if dataset is not None and stored.dataset_name != dataset:
             raise LenszooError(f"{data_dir} holds dataset {stored.dataset_name!r}, not {dataset!r}; "
                                "drop --dataset or pass data of that dataset")

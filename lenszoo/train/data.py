@@ -16,9 +16,13 @@ from .batches import load_items
 from .config import TrainConfig
 
 
-def open_stored(path, task, *, normalized=True, verify=False):
+HELD_OUT_SPLITS = ("holdout",)
+
+
+def open_stored(path, task, *, normalized=True, verify=False, report_only=False):
     """A stored dataset (``lenszoo simulate`` output) for ``task``; errors say what to do.
 
+    ``report_only`` (``lenszoo evaluate``) may read a held-out split, which training never may.
     ``verify`` checks every file against the sha256 in the dataset's manifest first (a few
     seconds per GB), so a damaged shard is named instead of silently trained on."""
     from ..data import StoredDataset, verify_dataset
@@ -38,12 +42,16 @@ def open_stored(path, task, *, normalized=True, verify=False):
                                "the `lenszoo simulate` command that made it (it rewrites damaged shards), or pass "
                                "--no-verify to use it anyway")
     try:
-        return StoredDataset(path, task, normalized=normalized)
+        stored = StoredDataset(path, task, normalized=normalized)
     except LenszooError:
         raise
     except (OSError, ValueError, KeyError) as exc:
         raise LenszooError(f"cannot read {path} as a lenszoo dataset ({type(exc).__name__}: {exc}); "
                            "write it with `lenszoo simulate`") from None
+    if stored.split in HELD_OUT_SPLITS and not report_only:  # read only to report: no training, no model selection
+        raise LenszooError(f"{path} holds the {stored.split!r} split, which is read only by `lenszoo evaluate` for "
+                           "the results page; train on a 'train' split and select on a 'val' split")
+    return stored
 
 
 def stream_fetch(dataset: str, split: str, task: str, seed: int, *, normalized=True):
