@@ -26,7 +26,7 @@ def build_hnet(task, **options):
     if not isinstance(opts["batch_norm"], bool):
         raise LenszooError(f"hnet option batch_norm={opts['batch_norm']!r} is invalid; use true or false")
     if not isinstance(opts["max_order"], int) or isinstance(opts["max_order"], bool) or not 1 <= opts["max_order"] <= 8:
-        raise LenszooError(f"hnet option max_order={opts['max_order']!r} is invalid; use 1 (orders 0 and 1) up to 8")
+        raise LenszooError(f"hnet option max_order={opts['max_order']!r} is invalid; use 1 (orders 0 and 1) or more, at most 8")
     if opts["readout"] not in READOUTS:
         raise LenszooError(f"hnet option readout={opts['readout']!r} is invalid; use one of: {', '.join(READOUTS)}")
     positive_int("hnet", "radial_bins", opts["radial_bins"], maximum=64)

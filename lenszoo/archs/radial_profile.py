@@ -26,7 +26,7 @@ def build_radial_profile(task, **options):
         raise LenszooError("radial_profile needs profile_bins >= 2 and azimuthal_rings >= 2; the defaults are 32 and 8")
     orders = opts["azimuthal_orders"]
     if not isinstance(orders, int) or isinstance(orders, bool) or not 0 <= orders <= 64:
-        raise LenszooError(f"radial_profile option azimuthal_orders={orders!r} is invalid; use 0 (none) or m_max up to 64, e.g. 6")
+        raise LenszooError(f"radial_profile option azimuthal_orders={orders!r} is invalid; use 0 (none) or m_max, at most 64, e.g. 6")
     if not isinstance(opts["moments"], bool):
         raise LenszooError(f"radial_profile option moments={opts['moments']!r} is invalid; use true or false")
     dropout = opts["dropout"]

@@ -138,15 +138,15 @@ class SteerableCNN(nn.Module):
                  readout=DEFAULT_LAYOUT["readout"], input_size=64):
         super().__init__()
         if isinstance(head_width, bool) or not isinstance(head_width, int) or not 0 <= head_width <= MAX_HIDDEN:
-            raise LenszooError(f"head_width must be an integer from 0 (a linear head) to {MAX_HIDDEN:,}, "
+            raise LenszooError(f"head_width must be an integer >= 0 (0: a linear head) and at most {MAX_HIDDEN:,}, "
                                f"got {head_width!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise LenszooError(f"dropout must be a probability in [0, 1), got {dropout!r}")
         if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
             raise LenszooError(f"input_size must be a positive integer (image side in pixels), got {input_size!r}")
         if isinstance(global_fields, bool) or not isinstance(global_fields, int) or not 0 <= global_fields <= MAX_FIELDS:
-            raise LenszooError(f"global_fields must be an integer from 0 (no global convolution) to {MAX_FIELDS}, "
-                               f"got {global_fields!r}")
+            raise LenszooError(f"global_fields must be an integer >= 0 (0: no global convolution) and at most "
+                               f"{MAX_FIELDS}, got {global_fields!r}")
         if global_fields and readout != "mean":
             raise LenszooError(f"readout={readout!r} pools the last map, which global_fields={global_fields} "
                                "already turns into one position; use global_fields=0 with that readout")
