@@ -8,6 +8,7 @@ mistakes.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -39,7 +40,8 @@ class LenszooGroup(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with quiet_libraries():
+                return super().invoke(ctx)
         except LenszooError as exc:
             raise click.ClickException(str(exc)) from None
         except OSError as exc:
@@ -64,6 +66,33 @@ class LenszooGroup(click.Group):
             click.echo("Aborted.", err=True)
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+@contextlib.contextmanager
+def quiet_libraries():
+    """Run a command without library warnings or log records on stderr: a user sees one line per
+    error of theirs, not NumPy's overflow notes, PIL's, astropy's or torch's warnings, nor a dozen
+    lines of the Hub client's retries. lenszoo's own warnings (``PluginWarning``, "Warning: ..."
+    lines) still show; with LENSZOO_TRACEBACK=1 everything shows, for debugging."""
+    import logging
+    import warnings
+
+    from .registry import PluginWarning
+
+    if os.environ.get(TRACEBACK_ENV):
+        yield
+        return
+    # lenszoo itself never logs; libraries configure their loggers as they are imported (during
+    # the command), so logging is switched off as a whole rather than logger by logger
+    previous = logging.root.manager.disable
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("default", PluginWarning)
+        logging.disable(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            logging.disable(previous)
 
 
 def _one_line(message: str) -> str:

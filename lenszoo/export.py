@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def check_onnx_path(path) -> Path:
         raise LenszooError(f"--onnx {path}: name the file NAME.onnx")
     if not path.parent.is_dir():
         raise LenszooError(f"--onnx {path}: the folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise LenszooError(f"--onnx {path}: the folder {path.parent} is not writable; choose another folder or "
+                           "fix its permissions")
     return path
 
 
@@ -59,6 +63,9 @@ def export_onnx(model, path, *, opset: int = OPSET, check: bool = True) -> dict:
             torch.onnx.export(plain, (example,), str(staging), dynamo=False, opset_version=opset,
                               input_names=["images"], output_names=["outputs"],
                               dynamic_axes={"images": {0: "batch"}, "outputs": {0: "batch"}})
+    except OSError:  # the disk or the folder, not the model: the CLI says which, in one line
+        staging.unlink(missing_ok=True)
+        raise
     except Exception as exc:  # the exporter's own words say which operation it cannot express
         staging.unlink(missing_ok=True)
         reason = " ".join(str(exc).split())[:300]

@@ -397,3 +397,57 @@ def hold_lock(lock, *, target, option: str = "--out", what: str = "another lensz
             except OSError:
                 pass
             os.close(fd)
+# -- input files a user names ----------------------------------------------------------------------
+MAX_TEXT_BYTES = 64 * 1024 * 1024  # a notes or paper file far larger than this is not one
+
+
+def path_kind(path) -> str:
+    """What ``path`` is, in words: ``"a regular file"``, ``"a folder"``, ``"a FIFO (named pipe)"``, ``"a
+    character device"``, ... or ``"missing"``; a link is followed, and named with its target."""
+    import stat
+
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return f"a broken link (to {os.readlink(path)})" if path.is_symlink() else "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or type(exc).__name__})"
+    kinds = ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    if path.is_symlink():
+        kind += f" (a link to {os.path.realpath(path)})"
+    return kind
+
+
+def is_regular_file(path) -> bool:
+    return path_kind(path).startswith("a regular file")
+
+
+def require_regular_file(path, what: str) -> Path:
+    """``path`` if it is a regular file (links followed); else a one-line error that says what it is,
+    so a FIFO or a link to /dev/zero is never read (forever) nor called missing."""
+    path = Path(path)
+    kind = path_kind(path)
+    if kind.startswith("a regular file"):
+        return path
+    if kind == "missing":
+        raise LenszooError(f"{what} {path} does not exist")
+    raise LenszooError(f"{what} {path} is {kind}, not a regular file; pass a regular file")
+
+
+def read_user_text(path, what: str) -> str:
+    """The UTF-8 text of a file a user names (``--notes``, ``--paper``, ``--readme``), or a one-line
+    error: missing, not a regular file, too large, or not UTF-8 text (a binary file)."""
+    path = require_regular_file(path, what)
+    size = path.stat().st_size
+    if size > MAX_TEXT_BYTES:
+        raise LenszooError(f"{what} {path} holds {size:,} bytes, more than a text file of this kind "
+                           f"({MAX_TEXT_BYTES // 2**20} MiB at most); check the path")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LenszooError(f"{what} {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                           "pass a text file") from None

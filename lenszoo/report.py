@@ -22,6 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .errors import LenszooError
+from .files import is_regular_file, path_kind, read_user_text
 
 MARKER = "<!-- written by `lenszoo report` from `lenszoo evaluate` results: regenerate it, do not edit it -->"
 CLASSIFY_COLUMNS = (("accuracy", "Accuracy"), ("auc", "AUC"))
@@ -41,10 +42,13 @@ def find_results(paths) -> list[Path]:
             if not files:
                 raise LenszooError(f"no {RESULTS_FILE} under {path}; run `lenszoo evaluate` first")
             found += files
-        elif path.is_file():
+        elif path.is_file() and is_regular_file(path):
             found.append(path)
-        else:
+        elif not path.exists() and not path.is_symlink():
             raise LenszooError(f"{path} does not exist; pass results.json files or folders holding them")
+        else:
+            raise LenszooError(f"{path} is {path_kind(path)}, not a regular file; pass results.json files or folders "
+                               "holding them")
     if not found:
         raise LenszooError("no results given; pass results.json files or folders written by `lenszoo evaluate`")
     return found
@@ -99,9 +103,10 @@ def load_results(paths) -> list[dict]:
 
 def load_paper(path) -> dict:
     """Published numbers, checked: ``{"classify": [...], "regress": [...]}`` (see module docstring)."""
+    text = read_user_text(path, "--paper")
     try:
-        paper = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        paper = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise LenszooError(f"cannot read --paper {path} as JSON ({exc})") from None
     if not isinstance(paper, dict) or not any(k in paper for k in ("classify", "regress")):
         raise LenszooError(f"--paper {path} needs a 'classify' and/or 'regress' list of "
@@ -151,10 +156,17 @@ def _dig(record, *keys):
     return record
 
 
-def _table(headers, rows):
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+def markdown_cell(value) -> str:
+    """``value`` as one Markdown table cell: a ``|`` (in a name from a results file, say) escaped and a
+    line break made a space, either of which would otherwise end the cell or the table."""
+    return " ".join(str(value).splitlines()).replace("|", "\\|")
+
+
+def markdown_table(headers, rows) -> str:
+    lines = ["| " + " | ".join(map(markdown_cell, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(map(markdown_cell, row)) + " |" for row in rows]
     return "\n".join(lines)
+
 
 
 def distinct_weights(records: list[dict], rotations: bool = False) -> list[dict]:
@@ -219,7 +231,7 @@ def build_report(results: list[dict], paper: dict | None = None, rotations: bool
             if rotations:
                 row += ["—"] * (len(ROTATION_NAMES) + 1)
             rows.append(row + ["—", 0])
-        sections.append(f"### {title}\n\n{_table(headers, rows)}")
+        sections.append(f"### {title}\n\n{markdown_table(headers, rows)}")
     if not sections:
         raise LenszooError("the results hold no classify or regress evaluations")
     notes = ["Accuracy and AUC (macro one-vs-rest) on the test split; regression errors in dex. "

@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .errors import LenszooError
-from .report import MARKER, _dig, distinct_weights
+from .report import MARKER, _dig, distinct_weights, markdown_table as _table
 
 EQUIVARIANT = ("c8_steerable", "hnet", "etn")
 BASELINE = "resnet50"
@@ -97,12 +97,6 @@ def _compute(record) -> dict:
     return {"images": _dig(record, "model", "images_seen"), "minutes": compute.get("train_minutes"),
             "hardware": compute.get("hardware"), "precision": recipe.get("precision", "fp32"),
             "params": _dig(record, "model", "parameters"), "data": recipe.get("data")}
-
-
-def _table(headers, rows) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def classification_table(main, paper_rows) -> str:

@@ -83,8 +83,11 @@ def _path_ref(name, text: str) -> ModelRef:
         raise LenszooError(f"{text} does not exist; pass a run directory, a checkpoint folder, a registered "
                            f"architecture or {HUB_PREFIX}ORG/NAME{hint}")
     if not path.is_dir():
-        raise LenszooError(f"{text} is a file; pass a run directory (run.json) or a checkpoint folder "
-                           "(config.json + model.safetensors)")
+        from .files import path_kind
+
+        kind = path_kind(path)
+        raise LenszooError(f"{text} is {'a file' if kind.startswith('a regular file') else kind + ', not a folder'}; "
+                           "pass a run directory (run.json) or a checkpoint folder (config.json + model.safetensors)")
     if (path / RUN_FILE).is_file() or (path / "best" / CONFIG_NAME).is_file():
         return ModelRef("run", str(name), path=path)
     if (path / CONFIG_NAME).is_file():

@@ -78,7 +78,11 @@ class Architecture:
                 f"({self.name} takes {'x'.join(map(str, self.input_size))} images); "
                 "register a variant with its own name to change it")
         model_args = {**self.default_kwargs, **kwargs}
+        if model_args != self.default_kwargs or task not in self.parameters:
+            # sized before anything is allocated, where the builder can build on the meta device
+            check_model_size(self, model_args, self._meta_size(task, model_args))
         model = self._call_builder(task, model_args)
+        check_model_size(self, model_args, model_size(model))
         check_model_output(self, model, task)
         # Provenance travels with the module so checkpoints can record it.
         model.lenszoo_config = {
@@ -94,6 +98,20 @@ class Architecture:
         model.preprocess = Preprocess(NORMALIZATION, self.input_size)
         model.register_forward_pre_hook(InputContract(self.name, self.input_size))
         return model
+
+    def _meta_size(self, task, model_args) -> int | None:
+        """The numbers (parameters and buffers) the model would hold, from a build on the meta device
+        (no memory), or None where the builder cannot build there (the real build is then checked)."""
+        import torch
+
+        try:
+            with torch.device("meta"):
+                model = self.builder(task, **model_args)
+        except LenszooError:
+            raise
+        except Exception:  # noqa: BLE001 - e.g. a library that computes with tensors while building
+            return None
+        return model_size(model) if isinstance(model, torch.nn.Module) else None
 
     def _call_builder(self, task, model_args):
         origin = f"plugin {self.plugin!r}" + (f" (package {self.package!r})" if self.package else "")
@@ -117,6 +135,48 @@ class Architecture:
             raise LenszooError(f"the builder of architecture {self.name!r} ({origin}) returned "
                                f"{type(model).__name__}, not a torch.nn.Module; fix or uninstall the plugin")
         return model
+
+
+# The largest model lenszoo builds: 4x ResNet-50; 1.6 GB of weights, gradients and Adam's moments in
+# float32. A model that large on 64x64 lenses is a typing mistake, and would take the machine's
+# memory (and the other jobs') before it failed.
+MAX_PARAMETERS = 100_000_000
+BYTES_TO_TRAIN = 16  # per number: float32 weights, gradients and Adam's two moments
+
+
+def model_size(model) -> int:
+    """Numbers held by ``model``: parameters and buffers (shared tensors once)."""
+    seen = {}
+    for tensor in [*model.parameters(), *model.buffers()]:
+        seen[id(tensor)] = tensor.numel()
+    return sum(seen.values())
+
+
+def memory_bytes() -> int | None:
+    """Physical memory of this machine, where the system says."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_model_size(arch: "Architecture", model_args: dict, size: int | None):
+    """A one-line error if a model of ``size`` numbers is beyond ``MAX_PARAMETERS`` or more than this
+    machine's memory can train."""
+    if size is None:
+        return
+    memory = memory_bytes()
+    limit = min(MAX_PARAMETERS, memory // BYTES_TO_TRAIN) if memory else MAX_PARAMETERS
+    if size <= limit:
+        return
+    changed = {k: v for k, v in model_args.items() if arch.default_kwargs.get(k, object()) != v}
+    given = ", ".join(f"{k}={v!r}" for k, v in sorted(changed.items())) or "its default arguments"
+    raise LenszooError(f"architecture {arch.name!r} with {given} would hold {size:,} parameters "
+                       f"(~{size * BYTES_TO_TRAIN / 1e9:.1f} GB to train); lenszoo builds at most {limit:,} "
+                       f"(its limit, or this machine's memory): choose smaller model arguments "
+                       f"(`lenszoo info {arch.name}` shows the defaults)")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -406,6 +406,7 @@ def release(checkpoint_folder, *, manifest: Path | None = None, run_dir=None, fp
     from .checkpoint import load_checkpoint
 
     manifest = Path(manifest) if manifest else manifest_path()
+    check_manifest_target(manifest)
     source = Path(checkpoint_folder)
     config = read_config(source)
     if not config.get("dataset"):
@@ -429,6 +430,23 @@ def release(checkpoint_folder, *, manifest: Path | None = None, run_dir=None, fp
         return _release(source, config, data, manifest, run_dir, fp16, staging, trainable, tag, default)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_manifest_target(manifest: Path) -> None:
+    """Before a release writes anything: its manifest is a regular file or new, and the folder that
+    holds it (with weights/) can be written, so a release never stops half-way on either."""
+    from .files import path_kind
+
+    kind = path_kind(manifest)
+    if kind != "missing" and not kind.startswith("a regular file"):
+        raise LenszooError(f"{manifest} is {kind}, not a weights manifest; move it aside or release "
+                           "--to another folder")
+    existing = next((p for p in [manifest.parent, *manifest.parent.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise LenszooError(f"cannot release into {manifest.parent}: {existing} is {path_kind(existing)}, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise LenszooError(f"cannot release into {manifest.parent}: {existing} is not writable; release --to "
+                           "another folder or fix its permissions")
 
 
 def check_own_config(config: dict, where) -> None:

@@ -75,7 +75,8 @@ class PosePredictor(nn.Module):
             raise LenszooError(f"unknown pose kind {kind!r}; use one of {', '.join(map(repr, TRANSFORMERS))}")
         grid_kind, self.predicts_angle, self.predicts_scale = TRANSFORMERS[kind]
         self.kind = kind
-        points, angles, log_radii = canonical_grid(grid_kind, n_radii, n_angles, min_radius)
+        with torch.device("cpu"):  # fixed numbers, computed even while the model is sized on the meta device
+            points, angles, log_radii = canonical_grid(grid_kind, n_radii, n_angles, min_radius)
         self.register_buffer("points", points, persistent=False)
         self.register_buffer("cos_angles", torch.cos(angles), persistent=False)
         self.register_buffer("sin_angles", torch.sin(angles), persistent=False)

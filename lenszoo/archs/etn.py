@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..errors import LenszooError
 from ..hookspecs import hookimpl
 from ..tasks import num_outputs
-from .options import check_options, lazy_attributes, positive_int, positive_ints
+from .options import MAX_LAYERS, MAX_WIDTH, check_options, lazy_attributes, positive_int, positive_ints
 
 # what each transformer layer predicts, and the coordinates it predicts it in
 TRANSFORMERS = {
@@ -36,8 +36,8 @@ def build_etn(task, **options):
         raise LenszooError(
             f"etn option transformers={opts['transformers']!r} is invalid; "
             f"give a list of {', '.join(map(repr, TRANSFORMERS))}, e.g. ['rotation']")
-    for name in ("pose_channels", "pose_depth", "n_radii", "n_angles"):
-        positive_int("etn", name, opts[name])
+    for name, maximum in (("pose_channels", MAX_WIDTH), ("pose_depth", MAX_LAYERS), ("n_radii", 128), ("n_angles", 512)):
+        positive_int("etn", name, opts[name], maximum)
     if opts["pose_depth"] < 2 or opts["n_radii"] < 2 or opts["n_angles"] < 4:
         raise LenszooError("etn needs pose_depth >= 2, n_radii >= 2 and n_angles >= 4; the defaults are 3, 16, 64")
     if not _number_in(opts["min_radius"], 0, 1) or opts["min_radius"] == 0:
@@ -48,7 +48,7 @@ def build_etn(task, **options):
         raise LenszooError(f"etn option mask_outside_disc={opts['mask_outside_disc']!r} is invalid; use true or false")
     if opts["readout"] not in READOUTS:
         raise LenszooError(f"etn option readout={opts['readout']!r} is invalid; use one of: {', '.join(READOUTS)}")
-    base_widths = positive_ints("etn", "base_widths", opts["base_widths"])
+    base_widths = positive_ints("etn", "base_widths", opts["base_widths"], maximum=MAX_WIDTH)
     from .equivariant_transformer import ETN
 
     return ETN(num_outputs(task), **{**opts, "transformers": transformers, "base_widths": base_widths})

@@ -84,7 +84,8 @@ class HarmonicConv2d(nn.Module):
         self.kernel_size, self.real_input, self.mean_pool = kernel_size, real_input, mean_pool
         self.in_orders, self.out_orders = in_max_order + 1, out_max_order + 1
         pairs = [(m_out, m_in) for m_out in range(self.out_orders) for m_in in range(self.in_orders)]
-        basis = [harmonic_basis(kernel_size, n_rings, m_out - m_in, ring_bandwidth) for m_out, m_in in pairs]
+        with torch.device("cpu"):  # fixed numbers, computed even while the model is sized on the meta device
+            basis = [harmonic_basis(kernel_size, n_rings, m_out - m_in, ring_bandwidth) for m_out, m_in in pairs]
         self.register_buffer("rings", torch.stack([b[0] for b in basis]), persistent=False)  # (P, R, k*k)
         self.register_buffer("cos_mphi", torch.stack([b[1] for b in basis]), persistent=False)  # (P, k*k)
         self.register_buffer("sin_mphi", torch.stack([b[2] for b in basis]), persistent=False)

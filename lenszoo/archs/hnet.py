@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..errors import LenszooError
 from ..hookspecs import hookimpl
 from ..tasks import num_outputs
-from .options import check_options, lazy_attributes, positive_int, positive_ints
+from .options import MAX_HIDDEN, MAX_WIDTH, check_options, lazy_attributes, positive_int, positive_ints
 
 READOUTS = ("mean", "radial")
 DEFAULTS = dict(widths=(6, 8, 12, 16), depths=(1, 1, 2, 2), kernel_size=5, n_rings=4, max_order=1,
@@ -19,17 +19,17 @@ DEFAULTS = dict(widths=(6, 8, 12, 16), depths=(1, 1, 2, 2), kernel_size=5, n_rin
 
 def build_hnet(task, **options):
     opts = check_options("hnet", options, DEFAULTS)
-    widths = positive_ints("hnet", "widths", opts["widths"])
-    depths = positive_ints("hnet", "depths", opts["depths"], length=len(widths))
-    for name in ("kernel_size", "n_rings", "head_hidden"):
-        positive_int("hnet", name, opts[name])
+    widths = positive_ints("hnet", "widths", opts["widths"], maximum=MAX_WIDTH)
+    depths = positive_ints("hnet", "depths", opts["depths"], length=len(widths), maximum=16)
+    for name, maximum in (("kernel_size", 33), ("n_rings", 64), ("head_hidden", MAX_HIDDEN)):
+        positive_int("hnet", name, opts[name], maximum)
     if not isinstance(opts["batch_norm"], bool):
         raise LenszooError(f"hnet option batch_norm={opts['batch_norm']!r} is invalid; use true or false")
-    if not isinstance(opts["max_order"], int) or isinstance(opts["max_order"], bool) or opts["max_order"] < 1:
-        raise LenszooError(f"hnet option max_order={opts['max_order']!r} is invalid; use 1 (orders 0 and 1) or more")
+    if not isinstance(opts["max_order"], int) or isinstance(opts["max_order"], bool) or not 1 <= opts["max_order"] <= 8:
+        raise LenszooError(f"hnet option max_order={opts['max_order']!r} is invalid; use 1 (orders 0 and 1) or more, at most 8")
     if opts["readout"] not in READOUTS:
         raise LenszooError(f"hnet option readout={opts['readout']!r} is invalid; use one of: {', '.join(READOUTS)}")
-    positive_int("hnet", "radial_bins", opts["radial_bins"])
+    positive_int("hnet", "radial_bins", opts["radial_bins"], maximum=64)
     bandwidth = opts["ring_bandwidth"]
     if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not bandwidth > 0:
         raise LenszooError(f"hnet option ring_bandwidth={opts['ring_bandwidth']!r} must be > 0; use e.g. 0.5 pixels")

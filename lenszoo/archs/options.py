@@ -31,15 +31,28 @@ def check_options(arch: str, options: dict, defaults: dict) -> dict:
     return {**defaults, **options}
 
 
-def positive_int(arch: str, name: str, value) -> int:
-    """``value`` if it is a positive int, else a one-line error naming the option."""
+# Upper bounds of the built-in architectures' size options: far above any useful network on
+# 64x64 lenses, low enough that the model (and the zero batch it is checked on) fits in memory.
+# ``lenszoo.specs.MAX_PARAMETERS`` bounds the whole model as well.
+MAX_WIDTH = 1024  # channels or fields of one convolution layer
+MAX_HIDDEN = 8192  # units of one dense layer
+MAX_LAYERS = 32  # entries of a per-layer list
+
+
+def positive_int(arch: str, name: str, value, maximum: int | None = None) -> int:
+    """``value`` if it is a positive int (at most ``maximum``), else a one-line error naming the option."""
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise LenszooError(f"{arch} option {name}={value!r} is invalid; give a positive integer")
+    if maximum is not None and value > maximum:
+        raise LenszooError(f"{arch} option {name}={value:,} is too large; give at most {maximum:,} "
+                           f"(see `lenszoo info {arch}` for the defaults)")
     return value
 
 
-def positive_ints(arch: str, name: str, value, length: int | None = None) -> tuple[int, ...]:
-    """``value`` as a non-empty tuple of positive ints, or a one-line error naming the option."""
+def positive_ints(arch: str, name: str, value, length: int | None = None, maximum: int | None = None,
+                  max_length: int = MAX_LAYERS) -> tuple[int, ...]:
+    """``value`` as a non-empty tuple of positive ints (each at most ``maximum``, at most ``max_length``
+    of them), or a one-line error naming the option."""
     items = (value,) if isinstance(value, int) else value
     try:
         items = tuple(items)
@@ -54,4 +67,9 @@ def positive_ints(arch: str, name: str, value, length: int | None = None) -> tup
     if not ok:
         count = f"{length} " if length is not None else "a list of "
         raise LenszooError(f"{arch} option {name}={value!r} is invalid; give {count}positive integers")
+    if len(items) > max_length:
+        raise LenszooError(f"{arch} option {name} has {len(items)} entries; give at most {max_length}")
+    if maximum is not None and max(items) > maximum:
+        raise LenszooError(f"{arch} option {name} holds {max(items):,}, too large; give values of at most {maximum:,} "
+                           f"(see `lenszoo info {arch}` for the defaults)")
     return items

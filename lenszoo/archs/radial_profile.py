@@ -13,26 +13,26 @@ from __future__ import annotations
 from ..errors import LenszooError
 from ..hookspecs import hookimpl
 from ..tasks import num_outputs
-from .options import check_options, lazy_attributes, positive_int, positive_ints
+from .options import MAX_HIDDEN, check_options, lazy_attributes, positive_int, positive_ints
 
 DEFAULTS = dict(profile_bins=32, moments=True, azimuthal_orders=0, azimuthal_rings=8, hidden=(64, 64), dropout=0.0)
 
 
 def build_radial_profile(task, **options):
     opts = check_options("radial_profile", options, DEFAULTS)
-    positive_int("radial_profile", "profile_bins", opts["profile_bins"])
-    positive_int("radial_profile", "azimuthal_rings", opts["azimuthal_rings"])
+    positive_int("radial_profile", "profile_bins", opts["profile_bins"], maximum=256)
+    positive_int("radial_profile", "azimuthal_rings", opts["azimuthal_rings"], maximum=256)
     if opts["profile_bins"] < 2 or opts["azimuthal_rings"] < 2:
         raise LenszooError("radial_profile needs profile_bins >= 2 and azimuthal_rings >= 2; the defaults are 32 and 8")
     orders = opts["azimuthal_orders"]
-    if not isinstance(orders, int) or isinstance(orders, bool) or orders < 0:
-        raise LenszooError(f"radial_profile option azimuthal_orders={orders!r} is invalid; use 0 (none) or m_max, e.g. 6")
+    if not isinstance(orders, int) or isinstance(orders, bool) or not 0 <= orders <= 64:
+        raise LenszooError(f"radial_profile option azimuthal_orders={orders!r} is invalid; use 0 (none) or m_max, at most 64, e.g. 6")
     if not isinstance(opts["moments"], bool):
         raise LenszooError(f"radial_profile option moments={opts['moments']!r} is invalid; use true or false")
     dropout = opts["dropout"]
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise LenszooError(f"radial_profile option dropout={dropout!r} must lie in [0, 1); use e.g. 0.1")
-    hidden = positive_ints("radial_profile", "hidden", opts["hidden"])
+    hidden = positive_ints("radial_profile", "hidden", opts["hidden"], maximum=MAX_HIDDEN)
     from .profile_features import RadialProfileNet
 
     return RadialProfileNet(num_outputs(task), **{**opts, "hidden": hidden})

@@ -67,6 +67,8 @@ from torch import nn
 from ..errors import LenszooError
 from ..tasks import num_outputs
 from .steerable_layers import (  # noqa: F401 - the layers are part of the family's public API
+    MAX_FIELDS,
+    MAX_HIDDEN,
     READOUTS,
     BlurPool2d,
     ExportedSteerableCNN,
@@ -135,15 +137,16 @@ class SteerableCNN(nn.Module):
                  dropout=DEFAULT_LAYOUT["dropout"], global_fields=DEFAULT_LAYOUT["global_fields"],
                  readout=DEFAULT_LAYOUT["readout"], input_size=64):
         super().__init__()
-        if isinstance(head_width, bool) or not isinstance(head_width, int) or head_width < 0:
-            raise LenszooError(f"head_width must be a non-negative integer (0: a linear head), got {head_width!r}")
+        if isinstance(head_width, bool) or not isinstance(head_width, int) or not 0 <= head_width <= MAX_HIDDEN:
+            raise LenszooError(f"head_width must be an integer >= 0 (0: a linear head) and at most {MAX_HIDDEN:,}, "
+                               f"got {head_width!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise LenszooError(f"dropout must be a probability in [0, 1), got {dropout!r}")
         if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1:
             raise LenszooError(f"input_size must be a positive integer (image side in pixels), got {input_size!r}")
-        if isinstance(global_fields, bool) or not isinstance(global_fields, int) or global_fields < 0:
-            raise LenszooError(f"global_fields must be a non-negative integer (0: no global convolution), "
-                               f"got {global_fields!r}")
+        if isinstance(global_fields, bool) or not isinstance(global_fields, int) or not 0 <= global_fields <= MAX_FIELDS:
+            raise LenszooError(f"global_fields must be an integer >= 0 (0: no global convolution) and at most "
+                               f"{MAX_FIELDS}, got {global_fields!r}")
         if global_fields and readout != "mean":
             raise LenszooError(f"readout={readout!r} pools the last map, which global_fields={global_fields} "
                                "already turns into one position; use global_fields=0 with that readout")

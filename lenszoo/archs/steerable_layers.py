@@ -17,6 +17,12 @@ from torch import nn
 
 from ..errors import LenszooError
 from ..tasks import num_outputs
+from .options import MAX_HIDDEN  # noqa: F401 - the head's bound, used by the family module
+
+# Size bounds of a layout: a regular field of C8 is 8 channels (16 for D8), and escnn expands every
+# filter in memory, so 128 fields a layer and 16 layers keep the largest model near lenszoo's limit.
+MAX_FIELDS = 128
+MAX_CONV_LAYERS = 16
 
 READOUTS = ("mean", "mean_max")
 
@@ -156,6 +162,9 @@ def plan_layout(input_size: int, widths, kernel_sizes, strides, pool):
         raise LenszooError(f"widths must be a non-empty list of field counts per layer, got {widths!r}")
     widths = _as_tuple("widths", widths, len(widths), int)
     n_layers = len(widths)
+    if n_layers > MAX_CONV_LAYERS or max(widths) > MAX_FIELDS:
+        raise LenszooError(f"widths={list(widths)!r} is too large; give at most {MAX_CONV_LAYERS} layers of at most "
+                           f"{MAX_FIELDS} fields each")
     kernel_sizes = _as_tuple("kernel_sizes", kernel_sizes, n_layers, int)
     strides = _as_tuple("strides", strides, n_layers, int)
     pool = _as_tuple("pool", pool, n_layers, bool)

@@ -164,7 +164,7 @@ def report_command(results, paper, rotations, out, page, figures, notes, records
     import sys
     from pathlib import Path
 
-    from ..files import claim_output, output_file
+    from ..files import claim_output, output_file, read_user_text
     from ..report import build_report, is_report_file, load_paper, load_results
 
     for target in (out, page):
@@ -176,6 +176,8 @@ def report_command(results, paper, rotations, out, page, figures, notes, records
         if not page:
             raise LenszooError("--records keeps the evaluations a results page shows: give --page too")
         claim_output(records_dir, what="folder of report records", is_ours=is_records_folder, option="--records")
+    notes_text = read_user_text(notes, "--notes") if notes else None  # every input read before any output
+    readme_text = read_user_text(readme, "--readme") if readme else None
     records = load_results(results)
     published = load_paper(paper) if paper else None
     if readme:
@@ -185,8 +187,7 @@ def report_command(results, paper, rotations, out, page, figures, notes, records
 
         readme_path = Path(readme)
         table = headline_table(released_weights(), published["rows"] if published else None)
-        atomic_write_text(readme_path, replace_headline(readme_path.read_text(encoding="utf-8"), table,
-                                                        where=str(readme_path)))
+        atomic_write_text(readme_path, replace_headline(readme_text, table, where=str(readme_path)))
         click.echo(f"headline table in {readme} rewritten", err=True)
     if page:
         from ..report_page import build_page, is_figures_folder
@@ -195,7 +196,6 @@ def report_command(results, paper, rotations, out, page, figures, notes, records
         figures_dir = Path(figures) if figures else page_path.with_name(page_path.stem + "-figures")
         claim_output(figures_dir, what="folder of report figures",
                      is_ours=is_figures_folder, option="--figures")
-        notes_text = Path(notes).read_text(encoding="utf-8") if notes else None
         command = "lenszoo report " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else \
             "lenszoo report --page"
         released = _released_sha256s()

@@ -85,7 +85,10 @@ def scan_deeplense(path) -> list[tuple[Path, int]]:
     """``(file, label)`` for every image of a DeepLense folder, classes in ``CLASS_NAMES`` order."""
     root = Path(path)
     if not root.is_dir():
-        raise LenszooError(f"DeepLense folder {root} does not exist or is not a directory")
+        from ..files import path_kind
+
+        kind = path_kind(root)
+        raise LenszooError(f"DeepLense folder {root} " + ("does not exist" if kind == "missing" else f"is {kind}, not a folder"))
     found = sorted(p.name for p in root.iterdir() if p.is_dir())
     items = []
     for label, class_name in enumerate(CLASS_NAMES):

@@ -101,12 +101,34 @@ def _init_worker(generator, parent):
     _worker_generator = generator
 
 
+def check_finite_image(generator, image, split: str, index: int, seed: int, noise: bool):
+    """A one-line error if ``image`` has NaN or infinite pixels, naming its index and what in the
+    config most likely made them (the generator's ``explain_nonfinite``, where it has one)."""
+    finite = np.isfinite(image)
+    if finite.all():
+        return
+    hint = None
+    explain = getattr(generator, "explain_nonfinite", None)
+    if callable(explain):
+        try:
+            hint = explain(split, index, seed, noise=noise)
+        except Exception:  # noqa: BLE001 - the diagnosis is a courtesy; the refusal stands without it
+            hint = None
+    hint = hint or "check the dataset's config (the --set changes) or the generator's plugin"
+    raise LenszooError(f"image {index} of {generator.name}/{split} (seed {seed}) has {finite.size - int(finite.sum())} "
+                       f"non-finite pixels (NaN or infinite), so no shard holding it is written: {hint}")
+
+
 def _simulate_range(generator, split, start, stop, seed, noise):
     height, width = generator_image_shape(generator)
     images = np.empty((stop - start, 1, height, width), dtype=np.float32)
     metas = []
     for offset, index in enumerate(range(start, stop)):
-        image, meta = generator.simulate(split, index, seed, noise=noise)
+        try:
+            image, meta = generator.simulate(split, index, seed, noise=noise)
+        except LenszooError as exc:  # say which image of the job could not be made
+            raise LenszooError(f"image {index} of {generator.name}/{split}: {exc}") from None
+        check_finite_image(generator, np.asarray(image), split, index, seed, noise)
         images[offset, 0] = image
         meta.setdefault("index", index)
         metas.append(meta)
@@ -149,8 +171,11 @@ def simulate_dataset(dataset, split: str, n_per_class: int, out, *, seed: int = 
     identity = dataset_identity(generator, split, n_per_class, int(seed), noise, shard_size)
     writer = DatasetWriter(out, identity, identity["num_images"], shard_size)
     mine = shards_of_job(writer.num_shards, job, jobs)
-    if not writer.path.exists():  # before creating anything: will this job's shards fit?
+    if not writer.path.exists():  # before creating anything: will this job's shards fit, is its first image sound?
         check_free_space(writer.path, sum(writer.ranges[k][1] - writer.ranges[k][0] for k in mine), identity)
+        if len(mine):
+            first = writer.ranges[mine[0]][0]
+            _simulate_range(generator, split, first, first + 1, int(seed), bool(noise))
     writer.open()
     done = writer.completed_shards()
     todo = [k for k in mine if k not in done]

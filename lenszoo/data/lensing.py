@@ -25,6 +25,7 @@ from ..errors import LenszooError, UnknownNameError
 from ..hookspecs import hookimpl
 from ..tasks import CLASS_NAMES
 from . import physics
+from .config_keys import Key, Rule, check_config
 
 GENERATOR_NAME = "lenszoo.lensing"
 # Bump when the same config and seed would give different images.
@@ -114,27 +115,82 @@ def _merge(base: dict, overrides: dict, path: str = "") -> dict:
     return merged
 
 
-def _check_config(config: dict):
-    def need(ok, message):
-        if not ok:
-            raise LenszooError(f"invalid dataset config: {message}")
+# Every key's type, range and meaning: checked before anything renders, and docs/datasets.md's table
+# of keys is made from these lists (lenszoo.data.config_keys).
+def _band_key(name, kind, low=None, high=None, unit="", meaning="", choices=()):
+    return Key(f"instrument.band.{name}", kind, low, high, unit, meaning, choices)
 
-    need(isinstance(config["num_pix"], int) and config["num_pix"] > 0, "num_pix must be a positive integer")
-    cdm, axion = config["cdm"], config["axion"]
-    need(isinstance(cdm["n_subhalos"], int) and cdm["n_subhalos"] >= 0, "cdm.n_subhalos must be an integer >= 0")
-    need(0 < cdm["mass_min_msun"] < cdm["mass_max_msun"], "need 0 < cdm.mass_min_msun < cdm.mass_max_msun")
-    need(0 <= cdm["radius_min"] <= cdm["radius_max"], "need 0 <= cdm.radius_min <= cdm.radius_max")
-    need(isinstance(axion["n_elements"], int) and axion["n_elements"] >= 2, "axion.n_elements must be an integer >= 2")
-    need(axion["log10_mass_min_ev"] <= axion["log10_mass_max_ev"],
-         "need axion.log10_mass_min_ev <= axion.log10_mass_max_ev")
-    need(axion["vortex_mass_msun"] > 0, "axion.vortex_mass_msun must be positive")
-    numerics = config["numerics"]["supersampling_factor"]
-    need(isinstance(numerics, int) and numerics >= 1, "numerics.supersampling_factor must be an integer >= 1")
-    cosmology = config["cosmology"]
-    need(0 < cosmology["z_lens"] < cosmology["z_source"], "need 0 < cosmology.z_lens < cosmology.z_source")
-    # The profiles are named in the config for the record; their keyword sets are fixed here.
-    need(config["main_lens"]["profile"] == "SIE", "main_lens.profile must be 'SIE'")
-    need(config["source"]["profile"] == "SERSIC_ELLIPSE", "source.profile must be 'SERSIC_ELLIPSE'")
+
+SHARED_KEYS = (
+    Key("num_pix", "int", 16, 256, "pixels", "image side (lenszoo's models take 64)"),
+    Key("cosmology.H0", "number", 20.0, 150.0, "km/s/Mpc", "Hubble constant (flat ΛCDM)"),
+    Key("cosmology.Om0", "number", 0.05, 1.0, "", "matter density today"),
+    Key("cosmology.Ob0", "number", 0.0, 0.2, "", "baryon density today"),
+    Key("cosmology.z_lens", "number", 0.01, 5.0, "", "lens redshift"),
+    Key("cosmology.z_source", "number", 0.02, 10.0, "", "source redshift"),
+    Key("numerics.supersampling_factor", "int", 1, 10, "", "rays per pixel side"),
+    Key("instrument.description", "text", meaning="what the instrument numbers are, for the record"),
+    _band_key("pixel_scale", "number", 0.01, 1.0, "arcsec", "pixel size"),
+    _band_key("read_noise", "number", 0.0, 100.0, "e⁻", "read noise per exposure"),
+    _band_key("ccd_gain", "number", 0.1, 100.0, "e⁻/ADU", "detector gain"),
+    _band_key("exposure_time", "number", 1.0, 1e6, "s", "time of one exposure"),
+    _band_key("num_exposures", "int", 1, 1000, "", "exposures co-added"),
+    _band_key("sky_brightness", "number", 15.0, 30.0, "mag/arcsec²", "sky background"),
+    _band_key("magnitude_zero_point", "number", 15.0, 35.0, "mag", "magnitude of 1 e⁻/s"),
+    _band_key("seeing", "number", 0.01, 5.0, "arcsec", "PSF FWHM"),
+    _band_key("psf_type", "choice", meaning="PSF model (`NONE`: no blurring)", choices=("GAUSSIAN", "NONE")),
+    _band_key("truncation", "number", 1.0, 20.0, "σ", "PSF truncation radius"),
+    _band_key("data_count_unit", "choice", meaning="unit of the pixel values", choices=("e-", "ADU")),
+)
+SHARED_RULES = (
+    Rule("cosmology.z_lens < cosmology.z_source", lambda c: c["cosmology"]["z_lens"] < c["cosmology"]["z_source"]),
+    Rule("cosmology.Ob0 <= cosmology.Om0", lambda c: c["cosmology"]["Ob0"] <= c["cosmology"]["Om0"]),
+    Rule("num_pix × numerics.supersampling_factor <= 1,024 rays per image side (memory and time per image)",
+         lambda c: c["num_pix"] * c["numerics"]["supersampling_factor"] <= 1024),
+)
+_MASS = (1e3, 1e12)  # solar masses of a subhalo: far below a pixel's Einstein radius up to a galaxy's halo
+CONFIG_KEYS = (
+    SHARED_KEYS[0],
+    *SHARED_KEYS[1:6],
+    Key("main_lens.profile", "choice", meaning="main halo profile", choices=("SIE",)),
+    Key("main_lens.mass_msun", "number", 1e9, 1e14, "M☉", "main halo mass (θ_E 0.05″–17″ for A's cosmology)"),
+    Key("main_lens.e1", "number", -0.5, 0.5, "", "ellipticity component"),
+    Key("main_lens.e2", "number", -0.5, 0.5, "", "ellipticity component"),
+    Key("main_lens.center_x", "number", -5.0, 5.0, "arcsec", "lens centre"),
+    Key("main_lens.center_y", "number", -5.0, 5.0, "arcsec", "lens centre"),
+    Key("main_lens.shear_gamma1", "number", -0.3, 0.3, "", "external shear"),
+    Key("main_lens.shear_gamma2", "number", -0.3, 0.3, "", "external shear"),
+    Key("source.profile", "choice", meaning="source light profile", choices=("SERSIC_ELLIPSE",)),
+    Key("source.magnitude", "number", 10.0, 30.0, "mag", "source brightness"),
+    Key("source.R_sersic", "number", 0.01, 5.0, "arcsec", "half-light radius"),
+    Key("source.n_sersic", "number", 0.3, 8.0, "", "Sersic index"),
+    Key("source.e1", "number", -0.5, 0.5, "", "ellipticity component"),
+    Key("source.e2", "number", -0.5, 0.5, "", "ellipticity component"),
+    Key("source.center_half_width", "number", 0.0, 3.0, "arcsec", "source centre x, y ~ U(−w, w)"),
+    Key("cdm.n_subhalos", "int", 0, 10_000, "", "point-mass subhalos of a `cdm` image"),
+    Key("cdm.mass_min_msun", "number", *_MASS, "M☉", "lightest subhalo"),
+    Key("cdm.mass_max_msun", "number", *_MASS, "M☉", "heaviest subhalo"),
+    Key("cdm.mass_function_slope", "number", -3.0, 0.0, "", "dN/dm ∝ m^slope"),
+    Key("cdm.radius_min", "number", 0.0, 10.0, "arcsec", "subhalo radius r ~ U(min, max)"),
+    Key("cdm.radius_max", "number", 0.0, 10.0, "arcsec", "subhalo radius r ~ U(min, max)"),
+    Key("axion.vortex_mass_msun", "number", 1e6, 1e13, "M☉", "total vortex mass"),
+    Key("axion.n_elements", "int", 2, 10_000, "", "point masses of a vortex"),
+    Key("axion.log10_mass_min_ev", "number", -26.0, -18.0, "log10 eV", "axion mass m_a = 10^U(min, max)"),
+    Key("axion.log10_mass_max_ev", "number", -26.0, -18.0, "log10 eV", "axion mass m_a = 10^U(min, max)"),
+    Key("axion.half_length_coefficient", "number", 1e-26, 1e-21, "eV·arcsec", "vortex half-length L = coefficient / m_a"),
+    *SHARED_KEYS[6:],
+)
+CONFIG_RULES = (
+    *SHARED_RULES,
+    Rule("cdm.mass_min_msun < cdm.mass_max_msun", lambda c: c["cdm"]["mass_min_msun"] < c["cdm"]["mass_max_msun"]),
+    Rule("cdm.radius_min <= cdm.radius_max", lambda c: c["cdm"]["radius_min"] <= c["cdm"]["radius_max"]),
+    Rule("axion.log10_mass_min_ev <= axion.log10_mass_max_ev",
+         lambda c: c["axion"]["log10_mass_min_ev"] <= c["axion"]["log10_mass_max_ev"]),
+)
+
+
+def _check_config(config: dict):
+    check_config(config, CONFIG_KEYS, CONFIG_RULES)
 
 
 def check_split(split: str) -> str:
@@ -187,6 +243,18 @@ class Realization:
         }
 
 
+def check_model_numbers(theta_e: float | None, source_amplitude: float | None, background_noise: float):
+    """Numbers every image depends on, checked once when the lenstronomy objects are built: a NaN
+    or zero here would make every image NaN or noise alone (the config's ranges should prevent it)."""
+    for value, what in ((theta_e, "the main lens's Einstein radius (cosmology.*, main_lens.*)"),
+                        (source_amplitude, "the source's brightness (source.magnitude*, "
+                                           "instrument.band.magnitude_zero_point)"),
+                        (background_noise, "the background noise (instrument.band.exposure_time, num_exposures, "
+                                           "sky_brightness, read_noise, ccd_gain)")):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise LenszooError(f"invalid dataset config: {what} comes out as {value!r}; change those keys")
+
+
 class _Model:
     """lenstronomy objects built once per generator and process; images differ only in kwargs."""
 
@@ -216,6 +284,7 @@ class _Model:
         )
         self.kwargs_source = kwargs_source
         self.shape = (config["num_pix"], config["num_pix"])
+        check_model_numbers(self.kwargs_main["theta_E"], kwargs_source["amp"], self.background_noise)
 
     def image_model_for(self, kwargs_source: list) -> object:
         """The lenstronomy ``ImageModel`` that renders this source kwargs list."""
@@ -381,8 +450,11 @@ class LensingSimulator:
         """The float32 image (counts per second per pixel) of ``realization``."""
         model = self.model
         # No lens light and no point sources: skip their (empty) convolutions.
-        kwargs_source = self.kwargs_source(realization)
-        image = model.image_model_for(kwargs_source).image(self.kwargs_lens(realization), kwargs_source,
+        kwargs_source, kwargs_lens = self.kwargs_source(realization), self.kwargs_lens(realization)
+        problem = self.parameter_problem(kwargs_lens, kwargs_source)
+        if problem:
+            raise LenszooError(f"the image of seed {realization.image_seed} cannot be made: {problem}")
+        image = model.image_model_for(kwargs_source).image(kwargs_lens, kwargs_source,
                                                            lens_light_add=False, point_source_add=False)
         if noise:
             # lenstronomy's noise model (SingleBand.noise_for_model: background = sky + read
@@ -400,6 +472,42 @@ class LensingSimulator:
         meta = realization.metadata()
         meta.update(split=split, index=int(index))
         return self.render(realization, noise=noise), meta
+
+    def parameter_problem(self, kwargs_lens: list[dict], kwargs_source: list[dict]) -> str | None:
+        """What in an image's lens and source parameters is NaN or infinite, and the config keys
+        behind it; None when all are finite. (lenstronomy would render NaN deflections as a finite
+        image without the lens, or NaN pixels.)"""
+        def finite(*kwargs_list):
+            return all(np.isfinite(np.asarray(value, dtype=float)).all() for kwargs in kwargs_list
+                       for value in kwargs.values() if not isinstance(value, str))
+
+        main, shear, points = kwargs_lens
+        if not finite(main):
+            return "the main lens is not finite: check cosmology.* and main_lens.*"
+        if not finite(shear):
+            return "the shear is not finite: check main_lens.shear_*"
+        if not finite({"einstein_radii": points["einstein_radii"]}):
+            return ("the substructure's Einstein radii are not finite: check cosmology.* and the cdm, axion or "
+                    "substructure masses")
+        if not finite(points):
+            return ("the substructure's positions are not finite: check cdm.radius_*, axion.half_length_coefficient "
+                    "and axion.log10_mass_*, or substructure.region_radius_arcsec")
+        if not finite(*kwargs_source):
+            return ("the source is not finite: check source.* and instrument.band.magnitude_zero_point")
+        return None
+
+    def explain_nonfinite(self, split: str, index: int, seed: int = 0, *, noise: bool = True) -> str:
+        """Which part of the config most likely gave image ``index`` NaN or infinite pixels (its
+        parameters were finite, or ``render`` would have said so): the error that refuses to store
+        the image names it."""
+        realization = self.draw(split, index, seed)
+        if not np.isfinite(self.render(realization, noise=False)).all():
+            return ("the noise-free image is not finite: check instrument.band.pixel_scale, seeing, psf_type and "
+                    "numerics.supersampling_factor")
+        if noise and not np.isfinite(self.model.background_noise):
+            return ("the background noise is not finite: check instrument.band.exposure_time, num_exposures, "
+                    "sky_brightness, read_noise and ccd_gain")
+        return "the noise is not finite: check instrument.band.exposure_time, num_exposures and ccd_gain"
 
     def simulate_from_seed(self, image_seed: int, class_name: str, *, noise: bool = True):
         """Re-create an image from the ``seed`` and ``class_name`` in its metadata."""

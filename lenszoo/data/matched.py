@@ -24,7 +24,9 @@ from ..errors import LenszooError, UnknownNameError
 from ..hookspecs import hookimpl
 from ..tasks import CLASS_NAMES
 from . import physics
-from .lensing import INSTRUMENTS, LensingSimulator, _merge, _stream
+from .config_keys import Key, Rule, check_config
+from .lensing import (INSTRUMENTS, SHARED_KEYS, SHARED_RULES, LensingSimulator, _merge, _stream,
+                      check_model_numbers)
 
 GENERATOR_NAME = "lenszoo.matched"
 GENERATOR_VERSION = 1
@@ -89,38 +91,83 @@ def default_config(name: str) -> dict:
     return config
 
 
+MAX_SUBHALOS = 1_000_000  # drawn per cdm image on average (memory and time per image)
+MAX_RENDERED_SUBHALOS = 20_000  # ray-traced per cdm image on average (time per image)
+
+
+def expected_subhalos(config: dict) -> tuple[float, float]:
+    """The largest mean number of subhalos a ``cdm`` image of ``config`` draws, and of those it
+    ray-traces (the heaviest effective Einstein radius, the slope that puts most mass in the
+    region, the largest mass fraction)."""
+    main, sub = config["main_lens"], config["substructure"]
+    theta2_per_msun = float(physics.einstein_radius_arcsec(1.0, config["cosmology"])) ** 2
+    theta_eff = math.sqrt(main["effective_mass_msun"] * theta2_per_msun) * main["einstein_radius_factor"][1]
+    radius = sub["region_radius_arcsec"]
+    region = max(theta_eff ** (g - 1) * radius ** (3 - g) for g in main["slope_range"]) / theta2_per_msun
+    low, high, slope = sub["mass_min_msun"], sub["mass_max_msun"], sub["mass_function_slope"]
+    count = sub["mass_fraction_range"][1] * region / power_law_mass_mean(low, high, slope)
+    cutoff = min(max(sub["render_mass_min_msun"], low), high)
+
+    def cumulative(mass):  # integral of m**slope from low to mass
+        return math.log(mass / low) if slope == -1 else (mass ** (slope + 1) - low ** (slope + 1)) / (slope + 1)
+
+    return count, count * (1 - cumulative(cutoff) / cumulative(high))
+
+
+def _pair(name, low, high, unit="", meaning=""):
+    return Key(name, "pair", low, high, unit, meaning)
+
+
+_MASS = (1e3, 1e12)  # solar masses of a subhalo: far below a pixel's Einstein radius up to a galaxy's halo
+CONFIG_KEYS = (
+    *SHARED_KEYS[:6],
+    Key("main_lens.profile", "choice", meaning="main lens profile (power law)", choices=("EPL_NUMBA",)),
+    Key("main_lens.effective_mass_msun", "number", 1e9, 1e14, "M☉", "point mass whose θ_E is the nominal effective one"),
+    _pair("main_lens.einstein_radius_factor", 0.2, 3.0, "", "θ_eff = nominal × U(low, high)"),
+    Key("main_lens.slope_mean", "number", 1.2, 2.8, "", "power-law slope γ ~ N(mean, sd)"),
+    Key("main_lens.slope_sd", "number", 0.0, 0.5, "", "power-law slope γ ~ N(mean, sd)"),
+    _pair("main_lens.slope_range", 1.2, 2.8, "", "γ clipped to [low, high]"),
+    Key("main_lens.ellipticity_sd", "number", 0.0, 0.5, "", "e1, e2 ~ N(0, sd)"),
+    Key("main_lens.ellipticity_max", "number", 0.0, 0.5, "", "e1, e2 clipped to ±max"),
+    Key("main_lens.shear_sd", "number", 0.0, 0.2, "", "γ1, γ2 ~ N(0, sd)"),
+    Key("main_lens.center_half_width", "number", 0.0, 2.0, "arcsec", "lens centre x, y ~ U(−w, w)"),
+    Key("source.profile", "choice", meaning="source light profile", choices=("SERSIC_ELLIPSE",)),
+    _pair("source.magnitude_range", 10.0, 30.0, "mag", "source magnitude ~ U(low, high)"),
+    _pair("source.R_sersic_range", 0.01, 5.0, "arcsec", "half-light radius ~ U(low, high)"),
+    _pair("source.n_sersic_range", 0.3, 8.0, "", "Sersic index ~ U(low, high)"),
+    Key("source.ellipticity_half_width", "number", 0.0, 0.5, "", "e1, e2 ~ U(−w, w)"),
+    Key("source.center_half_width", "number", 0.0, 3.0, "arcsec", "source centre x, y ~ U(−w, w)"),
+    Key("source.max_clumps", "int", 0, 20, "", "clumps ~ U{0, …, max}"),
+    _pair("source.clump_R_range", 0.005, 1.0, "arcsec", "clump radius ~ U(low, high)"),
+    Key("source.clump_n_sersic", "number", 0.3, 8.0, "", "clump Sersic index"),
+    _pair("source.clump_magnitude_offset_range", -5.0, 10.0, "mag", "clump magnitude − source magnitude"),
+    Key("source.clump_offset_max", "number", 0.0, 3.0, "arcsec", "clumps within this of the source centre"),
+    Key("substructure.region_radius_arcsec", "number", 0.1, 10.0, "arcsec", "substructure lies in this disc"),
+    _pair("substructure.mass_fraction_range", 0.0, 0.5, "", "f ~ U(low, high) of the region's mass"),
+    Key("substructure.mass_min_msun", "number", *_MASS, "M☉", "lightest subhalo"),
+    Key("substructure.mass_max_msun", "number", *_MASS, "M☉", "heaviest subhalo"),
+    Key("substructure.mass_function_slope", "number", -3.0, 0.0, "", "dN/dm ∝ m^slope"),
+    Key("substructure.render_mass_min_msun", "number", *_MASS, "M☉", "lighter subhalos are counted, not ray-traced"),
+    Key("axion.n_elements", "int", 2, 10_000, "", "point masses of a vortex"),
+    Key("axion.log10_mass_min_ev", "number", -26.0, -18.0, "log10 eV", "axion mass m_a = 10^U(min, max)"),
+    Key("axion.log10_mass_max_ev", "number", -26.0, -18.0, "log10 eV", "axion mass m_a = 10^U(min, max)"),
+    Key("axion.half_length_coefficient", "number", 1e-26, 1e-21, "eV·arcsec", "vortex half-length L = coefficient / m_a"),
+    *SHARED_KEYS[6:],
+)
+CONFIG_RULES = (
+    *SHARED_RULES,
+    Rule("substructure.mass_min_msun < substructure.mass_max_msun",
+         lambda c: c["substructure"]["mass_min_msun"] < c["substructure"]["mass_max_msun"]),
+    Rule("axion.log10_mass_min_ev <= axion.log10_mass_max_ev",
+         lambda c: c["axion"]["log10_mass_min_ev"] <= c["axion"]["log10_mass_max_ev"]),
+    Rule(f"at most {MAX_SUBHALOS:,} subhalos drawn and {MAX_RENDERED_SUBHALOS:,} ray-traced per `cdm` image on average "
+         "(raise substructure.mass_min_msun or render_mass_min_msun, or lower mass_fraction_range)",
+         lambda c: all(n <= limit for n, limit in zip(expected_subhalos(c), (MAX_SUBHALOS, MAX_RENDERED_SUBHALOS)))),
+)
+
+
 def _check_config(config: dict):
-    def need(ok, message):
-        if not ok:
-            raise LenszooError(f"invalid dataset config: {message}")
-
-    def interval(section, key, low=-math.inf):
-        value = config[section][key]
-        need(isinstance(value, (list, tuple)) and len(value) == 2 and low <= value[0] <= value[1],
-             f"{section}.{key} must be [low, high] with {low} <= low <= high")
-
-    main, source, sub = config["main_lens"], config["source"], config["substructure"]
-    need(main["profile"] == "EPL_NUMBA", "main_lens.profile must be 'EPL_NUMBA'")
-    need(source["profile"] == "SERSIC_ELLIPSE", "source.profile must be 'SERSIC_ELLIPSE'")
-    interval("main_lens", "einstein_radius_factor", 0.0)
-    interval("main_lens", "slope_range", 1.2)
-    need(main["slope_range"][1] < 2.8, "main_lens.slope_range must stay below 2.8")
-    interval("source", "magnitude_range")
-    interval("source", "R_sersic_range", 0.0)
-    interval("source", "n_sersic_range", 0.3)
-    interval("source", "clump_R_range", 0.0)
-    interval("source", "clump_magnitude_offset_range")
-    interval("substructure", "mass_fraction_range", 0.0)
-    need(sub["mass_fraction_range"][1] < 0.5, "substructure.mass_fraction_range must stay below 0.5")
-    need(0 < sub["mass_min_msun"] < sub["mass_max_msun"], "need 0 < substructure.mass_min_msun < mass_max_msun")
-    need(sub["region_radius_arcsec"] > 0, "substructure.region_radius_arcsec must be positive")
-    need(isinstance(source["max_clumps"], int) and source["max_clumps"] >= 0, "source.max_clumps must be an integer >= 0")
-    axion = config["axion"]
-    need(isinstance(axion["n_elements"], int) and axion["n_elements"] >= 2, "axion.n_elements must be an integer >= 2")
-    need(axion["log10_mass_min_ev"] <= axion["log10_mass_max_ev"], "need axion.log10_mass_min_ev <= log10_mass_max_ev")
-    factor = config["numerics"]["supersampling_factor"]
-    need(isinstance(factor, int) and factor >= 1, "numerics.supersampling_factor must be an integer >= 1")
-    need(0 < config["cosmology"]["z_lens"] < config["cosmology"]["z_source"], "need 0 < z_lens < z_source")
+    check_config(config, CONFIG_KEYS, CONFIG_RULES)
 
 
 def power_law_mass_mean(mass_min: float, mass_max: float, slope: float) -> float:
@@ -214,6 +261,7 @@ class _Model:
         self.sim = SimAPI(config["num_pix"], dict(config["instrument"]["band"]), self._kwargs_model)
         self.background_noise = float(self.sim.background_noise)
         self.shape = (config["num_pix"], config["num_pix"])
+        check_model_numbers(None, None, self.background_noise)
         self._band = dict(config["instrument"]["band"])
         self._image_models = {}
 

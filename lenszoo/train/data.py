@@ -31,7 +31,11 @@ def open_stored(path, task, *, normalized=True, verify=False, report_only=False)
     if not path.exists():
         raise LenszooError(f"data directory {path} does not exist; write one with `lenszoo simulate ... --out {path}`")
     if not path.is_dir():
-        raise LenszooError(f"{path} is a file, not a dataset directory; pass the --out folder of `lenszoo simulate`")
+        from ..files import path_kind
+
+        kind = path_kind(path)
+        raise LenszooError(f"{path} is {'a file' if kind.startswith('a regular file') else kind}, not a dataset "
+                           "directory; pass the --out folder of `lenszoo simulate`")
     if not os.access(path, os.R_OK | os.X_OK):
         raise LenszooError(f"data directory {path} is not readable; fix its permissions")
     if verify:
