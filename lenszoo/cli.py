@@ -18,10 +18,9 @@ import time
 import click
 
 from . import __version__
-from .errors import LenszooError
+from .errors import TRACEBACK_ENV, LenszooError
 from .registry import PLUGINS_ENV, registry
 
-TRACEBACK_ENV = "LENSZOO_TRACEBACK"  # set to 1 to see the traceback behind an error
 
 
 class LenszooGroup(click.Group):

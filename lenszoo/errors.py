@@ -31,3 +31,13 @@ class UnknownNameError(LenszooError, KeyError):
 
 class PluginError(LenszooError):
     """Plugins that conflict with each other."""
+
+
+TRACEBACK_ENV = "LENSZOO_TRACEBACK"  # set to 1 to see the traceback, and library warnings, behind an error
+
+
+def debugging() -> bool:
+    """Whether the user asked to see everything (tracebacks, library warnings)."""
+    import os
+
+    return bool(os.environ.get(TRACEBACK_ENV))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LenszooError
+from .errors import LenszooError, debugging
 from .tasks import CLASS_NAMES, TASKS
 
 INPUT_SIZE = (64, 64)
@@ -150,7 +150,8 @@ def read_images(path, *, hdu: int | None = None, info: dict | None = None) -> np
         raise _Refused(f"cannot be read ({exc.strerror or exc})") from None
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            if not debugging():  # the refusal says what went wrong; LENSZOO_TRACEBACK=1 shows the rest
+                warnings.simplefilter("ignore")
             if kind == "fits":
                 array = _read_fits(path, hdu, info)
             else:

@@ -113,7 +113,7 @@ def test_export_into_an_unwritable_folder_says_the_folder_is_not_writable(tmp_pa
     # the test may run as root, for whom permission bits do not stop a write: the folder says no
     monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == folder and mode & os.W_OK
                         else real_access(path, mode, **kw))
-    one_line_error(cli("export", "radial_profile", "--onnx", folder / "m.onnx", "--no-check"),
+    one_line_error(cli("export", "radial_profile", "--dataset", "A", "--onnx", folder / "m.onnx", "--no-check"),
                    f"{folder} is not writable")
     assert list(folder.iterdir()) == []
 
@@ -125,7 +125,7 @@ def test_an_os_error_while_exporting_is_not_called_a_model_that_cannot_export(tm
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
     monkeypatch.setattr(torch.onnx, "export", refuse)
-    message = one_line_error(cli("export", "radial_profile", "--onnx", tmp_path / "m.onnx", "--no-check"),
+    message = one_line_error(cli("export", "radial_profile", "--dataset", "A", "--onnx", tmp_path / "m.onnx", "--no-check"),
                              "Permission denied", "choose a path you may write to")
     assert "does not export" not in message
     assert list(tmp_path.iterdir()) == []
@@ -146,7 +146,7 @@ def test_a_numpy_overflow_warning_does_not_leak_onto_stderr(tmp_path):
     folder.mkdir()
     np.save(folder / "huge.npy", np.full((64, 64), 1e300))  # float64 beyond float32: NumPy warns as it casts
     np.save(folder / "fine.npy", np.random.default_rng(0).random((64, 64)))
-    done = _lenszoo(tmp_path, "predict", "radial_profile", folder, "--out", tmp_path / "scores.csv")
+    done = _lenszoo(tmp_path, "predict", "radial_profile", "--dataset", "A", folder, "--out", tmp_path / "scores.csv")
     assert (tmp_path / "scores.csv").exists(), done.stderr
     assert "RuntimeWarning" not in done.stderr and "overflow encountered" not in done.stderr, done.stderr
 
@@ -170,6 +170,6 @@ def test_library_warnings_show_with_lenszoo_traceback_for_debugging(tmp_path):
     folder = tmp_path / "cutouts"
     folder.mkdir()
     np.save(folder / "huge.npy", np.full((64, 64), 1e300))
-    done = _lenszoo(tmp_path, "predict", "radial_profile", folder, "--out", tmp_path / "scores.csv",
+    done = _lenszoo(tmp_path, "predict", "radial_profile", "--dataset", "A", folder, "--out", tmp_path / "scores.csv",
                     env={"LENSZOO_TRACEBACK": "1"})
     assert "overflow encountered" in done.stderr, done.stderr

@@ -64,6 +64,12 @@ def train_options(command):
 
 @click.command("train")
 @click.option("--resume", is_flag=True, help="Continue the run in --out where its last saved state left off.")
+@click.option("--stages", "stages", metavar="PLAN",
+              help="Train a curriculum in one run: PLAN is a JSON list of stages (or a file holding one), each "
+                   "naming its images and budget, e.g. '[{\"data\": \"data/C-hst-strong-train\", \"val_data\": "
+                   "\"data/C-hst-strong-val\", \"epochs\": 8, \"epoch_size\": 12000}, {\"data\": ...}]'; stage k "
+                   "starts from stage k-1's best weights, in --out/stage-k; the run's best/ is the last stage's "
+                   "(docs/training.md, 'Staged runs').")
 @train_options
 @click.pass_context
 def train_command(ctx, **options):
@@ -81,8 +87,25 @@ def train_command(ctx, **options):
 
     given = {name for name in options
              if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
-    resume = options.pop("resume")
+    resume, stages = options.pop("resume"), options.pop("stages")
     options["model_args"] = parse_model_args(options["model_args"])
+    from ..train.stages import is_staged_run, read_plan, train_stages
+
+    if stages is not None or (resume and options["out"] and is_staged_run(options["out"])):
+        if stages is not None and resume:
+            raise LenszooError("--resume continues a staged run from its own record: drop --stages")
+        if not options["out"]:
+            raise LenszooError("a staged run needs --out RUN_DIR")
+        if not resume:
+            if not options["arch"]:
+                raise LenszooError("no architecture: give --arch NAME (see `lenszoo list`)")
+            if options["data"] or options["stream"] or options["init"]:
+                raise LenszooError("with --stages, each stage names its data; --data, --stream and --init are "
+                                   "for a single-stage run")
+        plan = read_plan(stages) if stages is not None else None
+        summary = train_stages(TrainConfig(**options), plan, resume=resume, log=_log)
+        click.echo(json.dumps({k: summary[k] for k in ("status", "run_dir", "stage", "stages", "images_seen")}))
+        return
     if not resume:
         if not options["arch"]:
             raise LenszooError("no architecture: give --arch NAME (see `lenszoo list`)")
@@ -99,6 +122,10 @@ def train_command(ctx, **options):
     summary = train(TrainConfig(**options), resume=resume, given_fields=given)
     if summary["rank"] == 0:  # one line per run, not per process
         click.echo(json.dumps({k: summary[k] for k in ("status", "run_dir", "epochs_done", "epochs", "images_seen")}))
+
+
+def _log(message):
+    click.echo(message, err=True)
 
 
 @click.command("evaluate")

@@ -120,7 +120,8 @@ def train(config: TrainConfig, *, resume: bool = False, given_fields: set[str] |
     if config.data:
         open_stored(config.data, config.task)
     init_folder = None
-    if config.init and not resume:
+    # A resumed run killed before its first state starts again from its --init weights too.
+    if config.init and (not resume or latest_state(run_dir) is None):
         init_folder = init_checkpoint(config)
         config.init = str(init_folder.resolve())  # run.json records the exact folder
     if not resume:  # a new run goes into a new or empty folder, never over a user's files
