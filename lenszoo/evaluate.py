@@ -27,6 +27,7 @@ from .metrics import (  # noqa: F401 - re-exported, evaluate's public names befo
     regression_metrics,
     task_metrics,
 )
+from .sensitivity import DEFAULT_BINS_PERCENT, check_bins, summary_line
 from .tasks import CLASS_NAMES, check_task
 
 RESULTS_FORMAT = "lenszoo-evaluation"
@@ -76,6 +77,16 @@ def previous_outputs(folder) -> list[str]:
 def load_test_data(task, *, dataset=None, split="test", data_dir=None, n_per_class=2000, seed=0, workers=0,
                    verify=True):
     """Raw (unnormalised) images, targets and a description of where they came from."""
+    images, targets, info, _ = load_test_data_with_fractions(task, dataset=dataset, split=split, data_dir=data_dir,
+                                                             n_per_class=n_per_class, seed=seed, workers=workers,
+                                                             verify=verify)
+    return images, targets, info
+
+
+def load_test_data_with_fractions(task, *, dataset=None, split="test", data_dir=None, n_per_class=2000, seed=0,
+                                  workers=0, verify=True):
+    """As :func:`load_test_data`, plus each image's substructure mass fraction where the data record
+    it (a stored dataset C), else None."""
     from .train.batches import load_items
     from .train.data import open_stored, stream_fetch
 
@@ -91,8 +102,11 @@ def load_test_data(task, *, dataset=None, split="test", data_dir=None, n_per_cla
                                f"pass --split {stored.split} or data of the {split} split")
         indices = np.arange(len(stored))
         images, targets = load_items(stored.__getitem__, indices, workers=workers)
+        fractions = np.asarray(stored.meta["mass_fraction"], dtype=np.float64)
+        if tuple(stored.class_names) != tuple(CLASS_NAMES) or not np.isfinite(fractions).any():
+            fractions = None  # A, B, an import or a dataset older than the field
         return images, targets, {"source": "stored", "path": str(Path(data_dir).resolve()),
-                                 "dataset": stored.dataset_name, "split": split, "n": len(indices)}
+                                 "dataset": stored.dataset_name, "split": split, "n": len(indices)}, fractions
     if dataset is None:
         raise LenszooError("no test data: give --dataset (to simulate) or --data DIR")
     from .registry import registry
@@ -107,7 +121,7 @@ def load_test_data(task, *, dataset=None, split="test", data_dir=None, n_per_cla
     images, targets = load_items(fetch, np.arange(n), workers=workers)
     return images, targets, {"source": "stream", "dataset": dataset, "split": split, "n": n,
                              "n_per_class": n_per_class, "stream_seed": seed,
-                             "simulation_s": round(time.perf_counter() - started, 1)}
+                             "simulation_s": round(time.perf_counter() - started, 1)}, None
 
 
 # -- rotations ---------------------------------------------------------------------------------
@@ -281,6 +295,22 @@ def default_out(model_info, config, dataset, split, rotations, tta=False) -> Pat
     return Path("eval") / f"{config['arch']}-{config['task']}-{suffix}"
 
 
+def sensitivity_block(outputs, targets, fractions, data_dir, bins_percent) -> dict | None:
+    """Metrics per substructure-fraction bin (:func:`lenszoo.sensitivity.sensitivity`), with what
+    identifies the test set (its manifest's sha256: the page merges a set of weights' evaluations
+    on distinct sets) and the fraction range it was simulated with."""
+    from .data.storage import MANIFEST_NAME, read_manifest
+    from .files import sha256_file
+    from .sensitivity import sensitivity
+
+    block = sensitivity(targets, outputs, fractions, bins_percent=bins_percent)
+    if block is None:
+        return None
+    manifest = read_manifest(Path(data_dir))
+    span = ((manifest.get("config") or {}).get("substructure") or {}).get("mass_fraction_range")
+    return {**block, "mass_fraction_range": span, "data_manifest_sha256": sha256_file(Path(data_dir) / MANIFEST_NAME)}
+
+
 def _stored_dataset_name(data_dir) -> str | None:
     """The dataset a stored folder holds, or None when it cannot say (the data loader then explains)."""
     try:
@@ -293,8 +323,12 @@ def _stored_dataset_name(data_dir) -> str | None:
 
 def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_per_class=2000, task=None,
                    rotations=False, seed=0, batch_size=256, device="auto", workers=0, out=None, log=None,
-                   verify=True, tta=False) -> dict:
-    """Evaluate and write ``results.json`` plus plots; returns the results dict."""
+                   verify=True, tta=False, fraction_bins=None) -> dict:
+    """Evaluate and write ``results.json`` plus plots; returns the results dict.
+
+    A classifier tested on data that record each image's substructure mass fraction (a stored
+    dataset C) also gets a ``sensitivity`` block: metrics per bin of that fraction
+    (``fraction_bins``, edges in percent; :mod:`lenszoo.sensitivity`)."""
     from . import __version__
     from .runtime import resolve_device
 
@@ -305,6 +339,7 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
         raise LenszooError(f"--batch-size must be a positive whole number, got {batch_size}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise LenszooError(f"--workers must be a whole number >= 0, got {workers}")
+    fraction_bins = check_bins(DEFAULT_BINS_PERCENT if fraction_bins is None else fraction_bins)
     if out is not None:  # before any work: a refused --out costs nothing
         claim_output(out, what="lenszoo evaluation folder", is_ours=is_evaluation_folder)
     torch_device = resolve_device(device)
@@ -318,8 +353,9 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
     if task is not None and task != model_task:
         raise LenszooError(f"{model_name} is a {model_task!r} model, not {task!r}; drop --task or pass a {task} model")
     dataset = dataset or (config.get("dataset") if data_dir is None else None)
-    images, targets, data_info = load_test_data(model_task, dataset=dataset, split=split, data_dir=data_dir,
-                                                n_per_class=n_per_class, seed=seed, workers=workers, verify=verify)
+    images, targets, data_info, fractions = load_test_data_with_fractions(
+        model_task, dataset=dataset, split=split, data_dir=data_dir, n_per_class=n_per_class, seed=seed,
+        workers=workers, verify=verify)
     dataset = data_info["dataset"]
     out = Path(out) if out else default_out(model_info, config, dataset, split, rotations, tta)
     claim_output(out, what="lenszoo evaluation folder", is_ours=is_evaluation_folder)
@@ -328,6 +364,11 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
     results, outputs = evaluate_model(model, images, targets, task=model_task, device=torch_device,
                                       rotations=rotations, seed=seed, batch_size=batch_size, log=log, tta=tta)
     log(f"{dataset}/{split}: {_headline(model_task, results['metrics'])}")
+    block = None
+    if model_task == "classify" and fractions is not None:
+        block = sensitivity_block(outputs, targets, fractions, data_dir, fraction_bins)
+        if block is not None:
+            log(f"  {summary_line(block)}")
     record = {
         "format": RESULTS_FORMAT, "format_version": 1, "lenszoo_version": __version__,
         "arch": config["arch"], "tag": config.get("tag"), "task": model_task, "dataset": dataset, "split": split,
@@ -344,6 +385,8 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
         "tta": results.get("tta"),
         "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if block is not None:
+        record["sensitivity"] = block
     title = f"{config['arch']} on {dataset}/{split} (n={data_info['n']})"
     with output_folder(out, what="lenszoo evaluation folder", is_ours=is_evaluation_folder,
                        previous_files=previous_outputs) as tmp:

@@ -78,6 +78,20 @@ def classification_scores(logits, targets) -> dict:
     return scores
 
 
+def rank_auc(positive_scores, negative_scores) -> float | None:
+    """The ROC AUC of two score samples from their ranks (Mann-Whitney U / (n+ n-), ties counted
+    half): the same number as ``sklearn.metrics.roc_auc_score``; None when a sample is empty or holds NaN."""
+    from scipy.stats import rankdata
+
+    positive = np.asarray(positive_scores, dtype=np.float64).reshape(-1)
+    negative = np.asarray(negative_scores, dtype=np.float64).reshape(-1)
+    if not len(positive) or not len(negative) or np.isnan(positive).any() or np.isnan(negative).any():
+        return None
+    ranks = rankdata(np.concatenate([positive, negative]), method="average")
+    u = ranks[: len(positive)].sum() - len(positive) * (len(positive) + 1) / 2
+    return float(u / (len(positive) * len(negative)))
+
+
 def regression_errors(predictions, targets) -> dict:
     err = predictions.reshape(-1).double().numpy() - targets.reshape(-1).double().numpy()
     return {"mse": float(np.mean(err**2)), "rmse": float(np.sqrt(np.mean(err**2))),
