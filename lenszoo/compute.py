@@ -53,7 +53,7 @@ def compute_figures(compute: dict | None, history: list | None, *, images_at_che
             out["minutes_total"] = _number(rows[-1].get("train_minutes"))
         if out["images_total"] is None:
             out["images_total"] = rows[-1]["images_seen"]
-    return out
+    return {key: out[key] for key in FIELDS}
 
 
 def record_compute(record: dict) -> dict:
