@@ -34,9 +34,10 @@ def compute_figures(compute: dict | None, history: list | None, *, images_at_che
     compute = compute if isinstance(compute, dict) else {}
     recipe = recipe if isinstance(recipe, dict) else {}
     out = {key: compute.get(key) for key in MACHINE}
-    for key in ("precision", "channels_last"):
-        if out[key] is None and key in recipe:
-            out[key] = recipe[key]
+    defaults = {"precision": "fp32", "channels_last": False} if recipe else {}  # as runs before these options
+    for key in ("precision", "channels_last"):                                # existed trained (rundir.py)
+        if out[key] is None:
+            out[key] = recipe.get(key, defaults.get(key))
     rows = [row for row in history or [] if isinstance(row, dict) and _number(row.get("images_seen")) is not None]
     at_checkpoint = [row for row in rows if row["images_seen"] == images_at_checkpoint]
     out["images_to_best"] = _number(compute.get("images_to_best")) or _number(images_at_checkpoint)

@@ -116,10 +116,10 @@ def test_the_page_keeps_transfer_evaluations_apart_and_measures_margins_over_the
     assert set(main) == {("c8_steerable", "classify", "A"), ("radial_profile", "classify", "A")}
     page = build_page(records, paper=None, figures=tmp_path / "figures", page=tmp_path / "results.md")
     margins = table_rows(page, "margin over `radial_profile`")
-    assert margins[2][:5] == ["classify", "A", "`c8_steerable`", "97.50 %", "92.00 %"]
-    assert margins[2][5].startswith("+5.50 ± 0.")
-    probed = table_rows(page, "The shortcut probe")
-    assert probed[2][:8] == ["classify", "`c8_steerable`", "A", "C-euclid", "97.50 %", "35.00 %", "0.520",
+    assert margins[2][:7] == ["classify", "A", "`c8_steerable`", "not recorded", "97.50 %", "92.00 %", "+5.50 points"]
+    assert margins[2][7].startswith("0.") and margins[2][-1] == "no ranking: needs 2 seeds a side"
+    probed = table_rows(page, "the shortcut probe")
+    assert probed[2][:9] == ["classify", "`c8_steerable`", "A", "C-euclid", "test", "97.50 %", "35.00 %", "0.520",
                              "0.90 / 0.10 / 0.05"]
     assert "| C-euclid |" not in page.split("## Table 2")[0]  # not a row of Table 1
 
