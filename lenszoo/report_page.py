@@ -103,8 +103,8 @@ def _curves(ctx):
     if not drawn:
         return "_No training histories in these results._"
     return (f"![validation metric against images seen (seed bands) and minutes]({ctx.rel}/learning_curves.png)\n\n"
-            "The band spans the seeds' validation curves (min to max) about their mean, for the recipe of the "
-            "released weights. What more images would buy, read off each released checkpoint's curve "
+            "The band spans the seeds' validation curves (min to max) about their mean, for each architecture's "
+            "recipe with the most seeds. What more images would buy, read off each released checkpoint's curve "
             "(a flat or negative change means the budget is not what limits the model):\n\n"
             + tables.curve_table(ctx.main))
 

@@ -42,7 +42,7 @@ def learning_curves(rows: dict, path: Path) -> list[tuple]:
     for index, (task, dataset) in enumerate(panels):
         metric = "accuracy" if task == "classify" else "mae"
         for (arch, t, d), siblings in sorted(rows.items(), key=lambda kv: arch_order(kv[0][0])):
-            row = siblings[0]  # the released weights' recipe
+            row = siblings[0]  # the recipe with the most seeds
             if (t, d) != (task, dataset) or not row.histories:
                 continue
             histories = [history for _, history in row.histories]

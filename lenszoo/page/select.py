@@ -175,7 +175,8 @@ class SeedRow:
 
 
 def seed_rows(results: list[dict], released=frozenset()) -> dict[tuple, list[SeedRow]]:
-    """Per (arch, task, dataset): a row per recipe, the one holding the released weights first."""
+    """Per (arch, task, dataset): a row per recipe; first the one with the most seeds (then the one
+    holding the released weights): the architecture's row in comparisons and learning curves."""
     groups = defaultdict(list)
     for record in _own_dataset(results):
         groups[(key_of(record), recipe_key(record))].append(record)
@@ -196,7 +197,7 @@ def seed_rows(results: list[dict], released=frozenset()) -> dict[tuple, list[See
                 row.histories.append((seed, history))
         rows[key].append(row)
     for key, siblings in rows.items():
-        siblings.sort(key=lambda r: (r.released is None and not r.released_unevaluated, -r.n_seeds,
+        siblings.sort(key=lambda r: (-r.n_seeds, r.released is None and not r.released_unevaluated,
                                      -(r.planned_images or 0)))
         _label(siblings)
     return dict(rows)
@@ -213,9 +214,15 @@ def _label(siblings: list[SeedRow]) -> None:
         if alike:
             differ = sorted(k for k in set(row.recipe) | {k for r in alike for k in r.recipe}
                             if any(r.recipe.get(k) != row.recipe.get(k) for r in alike))
-            row.label += "; " + ", ".join(f"{k} {row.recipe.get(k)}" for k in differ)
+            row.label += "; " + ", ".join(f"{k} {_shown(row.recipe.get(k))}" for k in differ)
 
 
-def primary_rows(rows: dict) -> dict[tuple, SeedRow]:
-    """Per (arch, task, dataset): the row of the released weights (else the most seeds)."""
-    return {key: siblings[0] for key, siblings in rows.items()}
+def _shown(value) -> str:
+    """A recipe value in a row's label: a nuisance or init by its name, a switch as on/off."""
+    if isinstance(value, dict):
+        return str(value.get("name", "…"))
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "none" if value is None else str(value)
+
+

@@ -103,7 +103,8 @@ def _comparison_cells(a, b) -> list:
 
 
 def claim_table(rows: dict) -> str:
-    """Each equivariant net against every ResNet-50 recipe, by the "A beats B" rule."""
+    """Each equivariant net (its recipe with the most seeds) against every ResNet-50 recipe, by the
+    "A beats B" rule."""
     out = []
     for task in ("classify", "regress"):
         for dataset in sorted({k[2] for k in rows if k[1] == task}):
