@@ -17,13 +17,11 @@ from typing import Callable
 
 from .errors import LenszooError
 from .page import tables
-from .page.figures import copy_plots, is_figures_folder, learning_curves  # noqa: F401 (re-exported)
+from .page.figures import copy_plots, is_figures_folder, learning_curves  # noqa: F401 (the CLI's names)
 from .page.notes import split_notes
-from .page.records import (RECORDS_FORMAT, RECORDS_INDEX, is_records_folder, page_records,  # noqa: F401
-                           portable, write_records)
-from .page.select import (BASELINE, CONTROL, EQUIVARIANT, ORDER, SEEDS_WANTED, is_transfer, pick,  # noqa: F401
-                          pick_transfer, pick_tta, seed_rows)
-from .page.tables import headline_table  # noqa: F401 (re-exported: `lenszoo report --readme`)
+from .page.records import is_records_folder, page_records, write_records  # noqa: F401
+from .page.select import CONTROL, SEEDS_WANTED, pick, pick_transfer, pick_tta, seed_rows
+from .page.tables import headline_table  # noqa: F401 (`lenszoo report --readme`)
 from .report import MARKER
 
 
@@ -32,7 +30,7 @@ class Context:
     """What every section is rendered from."""
 
     results: list
-    released: frozenset
+    released: dict  # sha256 -> manifest entry (or None) of the released weights
     paper: dict | None
     rows: dict  # seed rows per (arch, task, dataset)
     main: dict  # the released weights' record per (arch, task, dataset)
@@ -80,7 +78,7 @@ def _control(ctx):
 def _compute(ctx):
     return ("What each released checkpoint cost, as its training run recorded it: minutes are wall clock, "
             "resumes included, to the selected (best validation) epoch and for the whole run; a figure the run "
-            "did not record says so.\n\n" + tables.compute_table(ctx.main))
+            "did not record says so.\n\n" + tables.compute_table(ctx.main, ctx.released))
 
 
 def _probe(ctx):
@@ -133,13 +131,16 @@ SECTIONS = [
 
 def build_page(results: list[dict], *, paper: dict | None, figures: Path, page: Path, notes: str | None = None,
                command: str = "lenszoo report ... --page docs/results.md", released=frozenset()) -> str:
+    """The page's Markdown. ``released``: the released weights' sha256s, or a mapping of them to
+    their manifest entries (whose recorded compute Table 6 then shows)."""
     main, rotations = pick(results, released)
     if not main:
         raise LenszooError("no test or holdout results to put on the page; run `lenszoo evaluate` first")
     placed, others = split_notes(notes or "", [s.key for s in SECTIONS])
     figures.mkdir(parents=True, exist_ok=True)
     rel = Path(os.path.relpath(figures.resolve(), page.resolve().parent)).as_posix()
-    ctx = Context(results, frozenset(released), paper, seed_rows(results, released), main, rotations, figures, rel)
+    released = released if isinstance(released, dict) else dict.fromkeys(released)
+    ctx = Context(results, released, paper, seed_rows(results, released), main, rotations, figures, rel)
     numbers = {"Table": 0, "Figure": 0}
     contents, bodies = [], []
     for section in SECTIONS:

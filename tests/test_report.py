@@ -230,6 +230,14 @@ def test_table_1_shows_the_released_figure_beside_the_seed_mean_and_how_many_see
     assert rows[("`resnet50`", "35,000 (5 × 7,000)")][3:7] == ["holdout", "92.50 %", "92.50 ± 0.50 %", "3 of 3"]
     assert rows[("`resnet50`", "192,000 (16 × 12,000)")][4:7] == ["—", "97.00 ± 2.83 %", "2 of 3"]
     assert "97.49" not in page.split("## Table 2")[0]  # the test split's figure is not the row's: holdout is
+    compute = {r[2]: r for r in table_rows(page, "what each released checkpoint cost")[2:] if len(r) == 11}
+    assert compute["`c8_steerable`"][3:7] == ["192,000", "not recorded", "not recorded", "not recorded"]
+    entry = {"recipe": {"compute": {"minutes_to_best": 12.3, "minutes_total": 20.0, "images_to_best": 192000,
+                                    "images_total": 192000, "hardware": "x", "threads": 2, "precision": "fp32"}}}
+    page = build_page(load_results([runs]), paper=None, figures=tmp_path / "f", page=tmp_path / "results.md",
+                      released={"a" * 64: entry})  # the manifest's record of the released weights
+    compute = {r[2]: r for r in table_rows(page, "what each released checkpoint cost")[2:] if len(r) == 11}
+    assert compute["`c8_steerable`"][3:8] == ["192,000", "192,000", "12.3", "20.0", "x"]
 
 
 def test_a_ranking_needs_the_difference_of_seed_means_past_the_seed_spread_and_2_se(seeds):

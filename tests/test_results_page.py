@@ -228,7 +228,7 @@ def regenerated(tmp_path_factory):
     from lenszoo.weights import released_weights
 
     command = PAGE.read_text().splitlines()[4].split("`")[1]
-    released = frozenset(e["sha256"] for e in released_weights(REPO / "weights_manifest.json"))
+    released = {e["sha256"]: e for e in released_weights(REPO / "weights_manifest.json")}
     pages = []
     for notes in (NOTES.read_text(), None):
         root = tmp_path_factory.mktemp("docs")

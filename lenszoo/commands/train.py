@@ -226,7 +226,7 @@ def report_command(results, paper, rotations, out, page, figures, notes, records
                      is_ours=is_figures_folder, option="--figures")
         command = "lenszoo report " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else \
             "lenszoo report --page"
-        released = _released_sha256s()
+        released = _released()
         text = build_page(records, paper=published, figures=figures_dir, page=page_path, notes=notes_text,
                           command=command, released=released)
         if records_dir:  # before the page, so a page never names records that were not written
@@ -247,15 +247,16 @@ def report_command(results, paper, rotations, out, page, figures, notes, records
         click.echo(text, nl=False)
 
 
-def _released_sha256s() -> frozenset:
-    """The weights the manifest releases: where a run was evaluated before and after its fp16
-    release, the page shows the released weights."""
+def _released() -> dict:
+    """The weights the manifest releases, by sha256 (their manifest entries): where a run was
+    evaluated before and after its fp16 release, the page shows the released weights, and what
+    each cost as the manifest records it."""
     from ..weights import released_weights
 
     try:
-        return frozenset(entry["sha256"] for entry in released_weights())
+        return {entry["sha256"]: entry for entry in released_weights()}
     except LenszooError:  # no manifest here: every evaluation is a candidate
-        return frozenset()
+        return {}
 
 
 @hookimpl

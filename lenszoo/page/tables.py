@@ -144,11 +144,14 @@ def control_table(rows: dict) -> str:
                    "verdict"], out)
 
 
-def compute_table(main) -> str:
-    """What each released checkpoint cost, as its training run recorded it (``lenszoo.compute``)."""
+def compute_table(main, released=None) -> str:
+    """What each released checkpoint cost, as its training run recorded it (``lenszoo.compute``):
+    the manifest's record of the weights (which reads their config.json and its history), else the
+    evaluation's."""
     rows = []
     for (arch, task, dataset), record in sorted(main.items(), key=by_table_order):
-        c = record_compute(record)
+        entry = (released or {}).get(_dig(record, "model", "weights_sha256")) or {}
+        c = _dig(entry, "recipe", "compute") or record_compute(record)
         rows.append([task, dataset, f"`{arch}`", shown(c["images_to_best"], ","), shown(c["images_total"], ","),
                      shown(c["minutes_to_best"], ".1f"), shown(c["minutes_total"], ".1f"), shown(c["hardware"]),
                      shown(c["threads"]), shown(c["precision"]), fmt(_dig(record, "model", "parameters"), ",")])
