@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LenszooError
-from .files import claim_output, json_says, output_folder
+from .files import claim_output, json_says, output_folder, path_within
 from .metrics import (  # noqa: F401 - re-exported, evaluate's public names before 0.2
     classification_metrics,
     predict_raw,
@@ -387,6 +387,9 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
     }
     if block is not None:
         record["sensitivity"] = block
+    for part in (record["model"], record["data"]):  # files inside the working directory (a checkout) by
+        if isinstance(part.get("path"), str):      # their relative names, which mean the same in any clone
+            part["path"] = path_within(part["path"], Path.cwd())
     title = f"{config['arch']} on {dataset}/{split} (n={data_info['n']})"
     with output_folder(out, what="lenszoo evaluation folder", is_ours=is_evaluation_folder,
                        previous_files=previous_outputs) as tmp:

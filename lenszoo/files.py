@@ -401,6 +401,31 @@ def hold_lock(lock, *, target, option: str = "--out", what: str = "another lensz
 MAX_TEXT_BYTES = 64 * 1024 * 1024  # a notes or paper file far larger than this is not one
 
 
+def path_within(path, base) -> str:
+    """``path`` relative to the folder ``base`` (POSIX separators) when it lies inside it, else as
+    given: how a record names a file so that it means the same on another machine or clone."""
+    text = str(path)
+    if not os.path.isabs(text):
+        return text
+    try:
+        inside = Path(text).relative_to(Path(base).resolve())
+    except ValueError:
+        return text
+    return inside.as_posix() or "."
+
+
+def repository_of(path) -> Path | None:
+    """The top of the git work tree holding ``path`` (the nearest folder with a ``.git``), if any."""
+    here = Path(path)
+    for folder in (here, *here.parents):
+        try:
+            if (folder / ".git").exists():
+                return folder
+        except OSError:
+            return None
+    return None
+
+
 def path_kind(path) -> str:
     """What ``path`` is, in words: ``"a regular file"``, ``"a folder"``, ``"a FIFO (named pipe)"``, ``"a
     character device"``, ... or ``"missing"``; a link is followed, and named with its target."""

@@ -95,8 +95,9 @@ def load_results(paths) -> list[dict]:
         if problem:
             raise LenszooError(f"{path} is a damaged lenszoo evaluation result ({problem}); run `lenszoo evaluate` again")
         record["_path"] = str(path)
-        if isinstance(record.get("tag"), str) and record["tag"]:  # tagged weights are rows of their own: ARCH.TAG
-            record["arch"] = f"{record['arch']}.{record['tag']}"
+        tag = record.get("tag")
+        if isinstance(tag, str) and tag and not record["arch"].endswith(f".{tag}"):  # tagged weights are rows
+            record["arch"] = f"{record['arch']}.{tag}"                                # of their own: ARCH.TAG
         results.append(record)
     return results
 

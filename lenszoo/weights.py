@@ -358,27 +358,37 @@ def prefetch(arch: str, task: str, dataset: str, tag: str | None = None) -> Path
 
 
 # -- releasing -----------------------------------------------------------------
-def evaluated_test_metrics(run_or_folder, config: dict) -> dict | None:
-    """Scalar test-split metrics from ``lenszoo evaluate`` results of exactly these weights (the
-    evaluation on the most images), if any."""
+RECORDED_SPLITS = ("test", "holdout")  # the splits whose metrics a manifest entry records
+
+
+def scalar_metrics(metrics: dict) -> dict:
+    """The numbers of an evaluation's metrics (per-class lists and matrices stay in its results.json)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def evaluated_metrics(run_or_folder, config: dict, split: str = "test") -> dict | None:
+    """Scalar ``split`` metrics from ``lenszoo evaluate`` results of exactly these weights on their
+    own dataset (the evaluation on the most images), if any: RUN/eval/*/results.json."""
     candidates = sorted(Path(run_or_folder).glob("eval/*/results.json")) + \
         sorted(Path(run_or_folder).parent.glob("eval/*/results.json"))
     best = None
     for path in candidates:
         try:
             results = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             continue
         if not isinstance(results, dict) or not isinstance(results.get("metrics"), dict):
             continue
         same_weights = (results.get("model") or {}).get("weights_sha256") == config.get("weights_sha256")
-        if same_weights and results.get("split") == "test" and results.get("dataset") == config.get("dataset"):
+        if same_weights and results.get("split") == split and results.get("dataset") == config.get("dataset"):
             n = results["metrics"].get("n") or 0
             if best is None or n > best[0]:
                 best = (n, results["metrics"])
-    if best is None:
-        return None
-    return {k: v for k, v in best[1].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return None if best is None else scalar_metrics(best[1])
+
+
+def evaluated_test_metrics(run_or_folder, config: dict) -> dict | None:
+    return evaluated_metrics(run_or_folder, config, "test")
 
 
 def half_precision_copy(source: Path, target: Path) -> None:
@@ -482,10 +492,11 @@ def _release(source, config, data, manifest, run_dir, fp16, staging, trainable, 
     if history is not None and history.is_file():  # the learning curve travels with the weights
         config["history"] = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
     metrics = dict(config.get("metrics") or {})
-    metrics.pop("test", None)  # only test metrics of exactly these weights are recorded
-    test = evaluated_test_metrics(run_dir or source, config)
-    if test:
-        metrics["test"] = test
+    for split in RECORDED_SPLITS:  # only metrics of exactly these weights are recorded
+        metrics.pop(split, None)
+        found = evaluated_metrics(run_dir or source, config, split)
+        if found:
+            metrics[split] = found
     config["metrics"] = metrics
     rel = f"weights/{config['arch']}-{config['task']}-{config['dataset']}" + (f".{tag}" if tag else "")
     target = manifest.parent / rel
@@ -524,16 +535,63 @@ def _release(source, config, data, manifest, run_dir, fp16, staging, trainable, 
 
 def release_recipe(config: dict) -> dict:
     """The manifest's record of how a checkpoint was made: its recipe, the images it saw, and the
-    compute (minutes, hardware, threads) its training run recorded."""
+    compute its training run recorded (``lenszoo.compute``: None where a figure was not recorded)."""
+    from .compute import compute_figures
+
     recipe = dict(config.get("recipe") or {})
     if recipe:  # runs from before these options existed trained in fp32, contiguous layout
         recipe.setdefault("precision", "fp32")
         recipe.setdefault("channels_last", False)
     recipe["images_seen"] = config.get("images_seen")
-    compute = config.get("compute")
-    if isinstance(compute, dict):
-        recipe["compute"] = compute
+    recipe["compute"] = compute_figures(config.get("compute"), config.get("history"),
+                                        images_at_checkpoint=config.get("images_seen"), epochs=recipe.get("epochs"),
+                                        recipe=recipe)
     return recipe
+
+
+def record_evaluations(path, evaluations, *, manifest: Path | None = None) -> tuple[dict, list[str]]:
+    """Add the metrics of ``lenszoo evaluate`` results (``evaluations``: results.json files or the
+    folders holding them) to the manifest entry of the released weights at ``path``, as
+    ``metrics.<split>`` (test or holdout), without touching the weights folder (its files, their
+    sha256s and any Hub pin stay as they are). Every result must be of exactly these weights
+    (its weights_sha256 is the entry's) on the entry's own dataset. Returns (entry, splits)."""
+    from .report import load_results
+
+    manifest = Path(manifest) if manifest else manifest_path()
+    data = read_manifest(manifest)
+    folder = Path(path)
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise LenszooError(f"{folder} has no {WEIGHTS_NAME}; give the released folder (weights/ARCH-TASK-DATASET) "
+                           "whose manifest entry gets the metrics")
+    sha = sha256_file(weights)
+    entries = [e for e in data["weights"] if e["sha256"] == sha]
+    if len(entries) > 1:  # the same weights released twice: the folder says which entry
+        entries = [e for e in entries if (manifest.parent / e["folder"]).resolve() == folder.resolve()] or entries
+    if not entries:
+        raise LenszooError(f"the weights in {folder} are not released in {manifest} (no entry has their sha256 "
+                           f"{sha[:12]}); release them first with `lenszoo release RUN`")
+    entry = entries[0]
+    label = entry_label(entry)
+    chosen: dict[str, dict] = {}
+    for record in load_results(evaluations):
+        where = record["_path"]
+        split = record.get("split", "test")
+        if split not in RECORDED_SPLITS:
+            raise LenszooError(f"{where} is an evaluation on the {split!r} split; a manifest records "
+                               f"{' and '.join(RECORDED_SPLITS)} metrics only")
+        evaluated = (record.get("model") or {}).get("weights_sha256")
+        if evaluated != entry["sha256"]:
+            raise LenszooError(f"{where} evaluated weights {str(evaluated)[:12]}, not the released {label} "
+                               f"({entry['sha256'][:12]}); evaluate {entry['folder']} itself and pass that result")
+        if str(record["dataset"]) != entry["dataset"] or record["task"] != entry["task"]:
+            raise LenszooError(f"{where} is a {record['task']} evaluation on dataset {record['dataset']}; "
+                               f"{label} records metrics on its own dataset {entry['dataset']} only")
+        if split not in chosen or (record["metrics"].get("n") or 0) > (chosen[split].get("n") or 0):
+            chosen[split] = scalar_metrics(record["metrics"])
+    entry["metrics"] = {**entry.get("metrics", {}), **chosen}
+    atomic_write_json(manifest, data, sort_keys=False)
+    return entry, sorted(chosen)
 
 
 def record_publication(arch: str, task: str, dataset: str, repo_id: str, commit_sha: str,

@@ -116,10 +116,10 @@ def test_the_page_keeps_transfer_evaluations_apart_and_measures_margins_over_the
     assert set(main) == {("c8_steerable", "classify", "A"), ("radial_profile", "classify", "A")}
     page = build_page(records, paper=None, figures=tmp_path / "figures", page=tmp_path / "results.md")
     margins = table_rows(page, "margin over `radial_profile`")
-    assert margins[2][:5] == ["classify", "A", "`c8_steerable`", "97.50 %", "92.00 %"]
-    assert margins[2][5].startswith("+5.50 ± 0.")
-    probed = table_rows(page, "The shortcut probe")
-    assert probed[2][:8] == ["classify", "`c8_steerable`", "A", "C-euclid", "97.50 %", "35.00 %", "0.520",
+    assert margins[2][:7] == ["classify", "A", "`c8_steerable`", "not recorded", "97.50 %", "92.00 %", "+5.50 points"]
+    assert margins[2][7].startswith("0.") and margins[2][-1] == "no ranking: needs 2 seeds a side"
+    probed = table_rows(page, "the shortcut probe")
+    assert probed[2][:9] == ["classify", "`c8_steerable`", "A", "C-euclid", "test", "97.50 %", "35.00 %", "0.520",
                              "0.90 / 0.10 / 0.05"]
     assert "| C-euclid |" not in page.split("## Table 2")[0]  # not a row of Table 1
 
@@ -172,3 +172,152 @@ def test_the_page_regenerates_from_its_kept_records_alone(tmp_path):
     assert (foreign / "thesis.tex").read_text() == "x"
     result = cli("report", kept, "--records", tmp_path / "new")
     assert result.exit_code == 1 and "--page" in result.output
+
+
+# -- seeds, the ranking rule, notes under their tables, seed bands, portable records (issue 29) --------
+def seed_record(folder, arch, dataset, *, seed, sha, accuracy, split="holdout", epochs=16, epoch_size=12000,
+                n=15000, history=None, task="classify", **metrics):
+    record = {"format": "lenszoo-evaluation", "format_version": 1, "arch": arch, "task": task, "dataset": dataset,
+              "split": split, "n": n, "trained_on": dataset,
+              "metrics": {"accuracy": accuracy, "auc": 0.99, "n": n, **metrics} if task == "classify" else metrics,
+              "model": {"weights_sha256": sha * 64, "images_seen": epochs * epoch_size, "history": history,
+                        "recipe": {"seed": seed, "epochs": epochs, "epoch_size": epoch_size, "lr": 1e-3}}}
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps(record))
+    return record
+
+
+def curve(final, epochs=4, size=12000, minutes=1.0):
+    return [{"epoch": e, "images_seen": e * size, "train_minutes": minutes * e,
+             "val": {"accuracy": final - 0.02 * (epochs - e)}} for e in range(1, epochs + 1)]
+
+
+@pytest.fixture
+def seeds(tmp_path):
+    """c8_steerable A: 2 seeds on holdout (seed 0 released, also on test); ResNet-50 A at two budgets."""
+    runs = tmp_path / "runs"
+    seed_record(runs / "c8-s0", "c8_steerable", "A", seed=0, sha="a", accuracy=0.975, history=curve(0.97))
+    seed_record(runs / "c8-s0-test", "c8_steerable", "A", seed=0, sha="a", accuracy=0.9749, split="test")
+    seed_record(runs / "c8-s1", "c8_steerable", "A", seed=1, sha="b", accuracy=0.979, history=curve(0.98))
+    for seed, accuracy in enumerate((0.925, 0.93, 0.92)):  # the 35,000-image recipe, three seeds
+        seed_record(runs / f"r35-s{seed}", "resnet50", "A", seed=seed, sha="cde"[seed], accuracy=accuracy,
+                    epochs=5, epoch_size=7000)
+    for seed, accuracy in enumerate((0.99, 0.95)):  # the 192,000-image recipe: seeds far apart
+        seed_record(runs / f"r192-s{seed}", "resnet50", "A", seed=seed, sha="fg"[seed], accuracy=accuracy)
+    paper = tmp_path / "paper.json"
+    paper.write_text(json.dumps({"classify": [{"arch": "c8_steerable", "dataset": "A", "accuracy": 0.9902}]}))
+    return tmp_path, runs, paper
+
+
+def page_of(tmp_path, *args):
+    out = tmp_path / "docs" / "results.md"
+    result = cli("report", *args, "--page", out)
+    assert result.exit_code == 0, result.output
+    return out.read_text()
+
+
+def test_table_1_shows_the_released_figure_beside_the_seed_mean_and_how_many_seeds(seeds, monkeypatch):
+    tmp_path, runs, paper = seeds
+    from lenszoo.report import load_results
+    from lenszoo.report_page import build_page
+
+    page = build_page(load_results([runs]), paper={"source": None, "rows": {("classify", "c8_steerable", "A"):
+                                                                           {"accuracy": 0.9902}}},
+                      figures=tmp_path / "f", page=tmp_path / "results.md", released=frozenset({"a" * 64, "c" * 64}))
+    rows = {(r[1], r[2]): r for r in table_rows(page, "## Table 1")[2:] if len(r) == 11}
+    c8 = rows[("`c8_steerable`", "192,000 (16 × 12,000)")]
+    assert c8[3:9] == ["holdout", "97.50 %", "97.70 ± 0.28 %", "2 of 3", "99.02 %", "-1.32"]  # never 3 of 3
+    assert rows[("`resnet50`", "35,000 (5 × 7,000)")][3:7] == ["holdout", "92.50 %", "92.50 ± 0.50 %", "3 of 3"]
+    assert rows[("`resnet50`", "192,000 (16 × 12,000)")][4:7] == ["—", "97.00 ± 2.83 %", "2 of 3"]
+    assert "97.49" not in page.split("## Table 2")[0]  # the test split's figure is not the row's: holdout is
+    compute = {r[2]: r for r in table_rows(page, "what each released checkpoint cost")[2:] if len(r) == 11}
+    assert compute["`c8_steerable`"][3:7] == ["192,000", "not recorded", "not recorded", "not recorded"]
+    entry = {"recipe": {"compute": {"minutes_to_best": 12.3, "minutes_total": 20.0, "images_to_best": 192000,
+                                    "images_total": 192000, "hardware": "x", "threads": 2, "precision": "fp32"}}}
+    page = build_page(load_results([runs]), paper=None, figures=tmp_path / "f", page=tmp_path / "results.md",
+                      released={"a" * 64: entry})  # the manifest's record of the released weights
+    compute = {r[2]: r for r in table_rows(page, "what each released checkpoint cost")[2:] if len(r) == 11}
+    assert compute["`c8_steerable`"][3:8] == ["192,000", "192,000", "12.3", "20.0", "x"]
+
+
+def test_a_ranking_needs_the_difference_of_seed_means_past_the_seed_spread_and_2_se(seeds):
+    from lenszoo.page.stats import rank
+
+    assert rank(0.05, se=0.002, spread=0.005) == "better"
+    assert rank(-0.05, se=0.002, spread=0.005) == "worse"
+    assert rank(0.004, se=0.001, spread=0.005) == "no ranking: within the seed spread"
+    assert rank(0.004, se=0.003, spread=0.001) == "no ranking: within 2 SE"
+    assert rank(0.5, se=0.001, spread=None) == "no ranking: needs 2 seeds a side"
+
+    tmp_path, runs, _ = seeds
+    claims = {r[3]: r for r in table_rows(page_of(tmp_path, runs), "the seed's claim")[2:] if len(r) == 9}
+    equal_time = claims["192,000 (16 × 12,000) / 35,000 (5 × 7,000)"]
+    assert equal_time[4] == "+5.20 points" and equal_time[6] == "0.50" and equal_time[7:] == ["2 / 3", "better"]
+    equal_images = claims["192,000 (16 × 12,000) / 192,000 (16 × 12,000)"]  # 0.7 points, seeds 2.8 apart
+    assert equal_images[4] == "+0.70 points" and equal_images[8] == "no ranking: within the seed spread"
+
+
+def test_notes_sit_under_the_table_they_name_and_the_rest_follows_the_tables(seeds):
+    tmp_path, runs, _ = seeds
+    notes = tmp_path / "notes.md"
+    notes.write_text("## claim\n\nOn the claim.\n\n## Lab notebook: an old run\n\nIt scored well.\n\n"
+                     "## classification\n\nOn Table 1.\n\n```console\n## not a heading\n```\n")
+    page = page_of(tmp_path, runs, "--notes", notes)
+    sections = page.split("\n## ")
+    assert "On Table 1." in sections[1] and sections[1].startswith("Table 1: classification")
+    assert "```console\n## not a heading\n```" in page.split("## Table 2:")[0]  # not a heading in a code block
+    assert "On the claim." in next(s for s in sections if s.startswith("Table 4:"))
+    assert sections[-1].startswith("Lab notebook: an old run") and page.index("| ") < page.index("On Table 1.")
+
+    for text, message in (("Before any table.\n\n## claim\n\nx\n", "text before its first '## SECTION' heading"),
+                          ("## claim\n\nx\n\n## Claim\n\ny\n", "two '## Claim' sections")):
+        notes.write_text(text)
+        result = cli("report", runs, "--page", tmp_path / "docs" / "other.md", "--notes", notes)
+        assert result.exit_code == 1 and message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_the_learning_curves_show_each_architectures_seed_band(seeds):
+    from lenszoo.page.figures import curve_band, learning_curves
+    from lenszoo.page.select import seed_rows
+    from lenszoo.report import load_results
+
+    images, mean, low, high = curve_band([curve(0.97), curve(0.98)], "accuracy")
+    assert images == [12000, 24000, 36000, 48000]
+    assert mean[-1] == pytest.approx(0.975) and (low[-1], high[-1]) == (0.97, 0.98)
+    assert curve_band([curve(0.97), curve(0.98, size=10000)], "accuracy") is None  # no shared point
+    tmp_path, runs, _ = seeds
+    rows = seed_rows(load_results([runs]), frozenset({"a" * 64}))
+    drawn = learning_curves(rows, tmp_path / "curves.png")
+    assert ("classify", "A", "c8_steerable", 2) in drawn  # a band of two seeds
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_kept_records_name_files_relative_to_their_repository(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    record = seed_record(repo / "runs" / "c8" / "eval" / "A-holdout", "c8_steerable", "A", seed=0, sha="a",
+                         accuracy=0.97)
+    record["model"].update(kind="run", path=str(repo / "runs" / "c8"))
+    record["model"]["recipe"]["init"] = {"from": str(repo / "weights" / "c8"), "weights_sha256": "e" * 64}
+    record["data"] = {"source": "stored", "path": str(tmp_path / "scratch" / "A-holdout")}  # outside: as it was
+    (repo / "runs" / "c8" / "eval" / "A-holdout" / "results.json").write_text(json.dumps(record))
+    kept = repo / "docs" / "results-data"
+    assert cli("report", repo / "runs", "--page", repo / "docs" / "results.md", "--records", kept).exit_code == 0
+    saved = json.loads((kept / "c8_steerable-classify-A-holdout.results.json").read_text())
+    assert saved["model"]["path"] == "runs/c8" and saved["model"]["recipe"]["init"]["from"] == "weights/c8"
+    assert saved["data"]["path"] == str(tmp_path / "scratch" / "A-holdout")
+
+
+def test_evaluate_names_files_inside_the_working_directory_by_their_relative_paths(tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(repo / "weights" / "radial_profile-classify-A", tmp_path / "weights" / "rp")
+    assert cli("simulate", "--dataset", "A", "--split", "test", "--n-per-class", 2, "--out", "data/A-test",
+               "-q").exit_code == 0
+    result = cli("evaluate", "./weights/rp", "--data", tmp_path / "data" / "A-test", "--out", "eval/rp")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "eval" / "rp" / "results.json").read_text())
+    assert record["model"]["path"] == "weights/rp" and record["data"]["path"] == "data/A-test"

@@ -221,17 +221,18 @@ def test_the_results_page_is_generated_from_evaluations_and_regenerates(run_dir,
         assert cli("evaluate", run_dir, *args).exit_code == 0
     page, notes = tmp_path / "docs" / "results.md", tmp_path / "notes.md"
     page.parent.mkdir()
-    notes.write_text("What the numbers mean, in words.")
+    notes.write_text("## classification\n\nWhat the numbers mean, in words.")
     args = ["report", run_dir / "eval", "--page", page, "--paper", REPO / "docs" / "seed_paper.json", "--notes", notes]
     for _ in range(2):  # its own page and figures: regenerated in place
         result = cli(*args)
         assert result.exit_code == 0, result.output
     text = page.read_text()
     assert text.startswith("<!-- written by `lenszoo report`") and "What the numbers mean, in words." in text
-    for section in ("Table 1", "Table 2", "pair by pair", "Rotation robustness", "Learning curves"):
+    for section in ("Table 1", "Table 2", "pair by pair", "rotation robustness", "learning curves"):
         assert section in text, section
     row = next(line for line in text.splitlines() if line.startswith("| A | `probe`"))
-    assert "| 9 | 6 |" in row  # 9 test images; the probe run saw 6
+    assert "| 6 (1 × 6) |" in row and row.endswith("| 9 |")  # the probe run planned 6 images; 9 test images
+    assert text.index("| A | `probe`") < text.index("What the numbers mean") < text.index("## Table 2")
     figures = tmp_path / "docs" / "results-figures"
     assert (figures / "learning_curves.png").is_file() and (figures / "probe-classify-A-roc_curves.png").is_file()
     assert "](results-figures/learning_curves.png)" in text

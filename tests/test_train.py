@@ -166,6 +166,61 @@ def test_train_regress_starts_at_the_mean_target_and_evaluates(tiny_arch, tmp_pa
     assert (out / "scatter.png").is_file()
 
 
+def test_checkpoints_record_their_compute_to_best_and_in_total(tiny_arch, tmp_path):
+    """The trainer records what a run cost, in one rule (lenszoo/compute.py): the machine and the
+    arithmetic, minutes and images to the checkpoint, and the run's totals once it has finished;
+    best/ saved at an earlier epoch learns the totals at the end, its weights untouched."""
+    from lenszoo.compute import FIELDS
+
+    run = tmp_path / "run"
+    # an lr far below float32 resolution: every epoch validates alike, so best/ stays at epoch 1
+    assert cli("train", "--arch", "tiny", *SMALL, "--epochs", "3", "--lr", "1e-12", "--out", run).exit_code == 0
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    best, last = (json.loads((run / name / "config.json").read_text()) for name in ("best", "last"))
+    assert best["epoch"] == 1 and last["epoch"] == 3
+    weights_before = (run / "best" / "model.safetensors").read_bytes()
+    for config, row in ((best, history[0]), (last, history[-1])):
+        compute = config["compute"]
+        assert set(compute) == set(FIELDS)
+        assert compute["hardware"] and compute["threads"] >= 1 and compute["device"] == "cpu"
+        assert compute["precision"] == "fp32" and compute["channels_last"] is False
+        assert compute["images_to_best"] == row["images_seen"] == config["images_seen"]
+        assert compute["minutes_to_best"] == row["train_minutes"]
+        assert compute["images_total"] == 144 and compute["minutes_total"] == history[-1]["train_minutes"]
+        assert "train_minutes" not in compute  # one meaning of minutes: to the checkpoint, or in total
+    from lenszoo.checkpoint import load_checkpoint
+
+    assert load_checkpoint(run / "best") is not None  # sha256 of the untouched weights still checks
+    assert (run / "best" / "model.safetensors").read_bytes() == weights_before
+
+    stopped = tmp_path / "stopped"  # a run not finished records no totals: not recorded, never guessed
+    assert cli("train", "--arch", "tiny", *SMALL, "--out", stopped, "--max-minutes", "1e-6").exit_code == 0
+    for _ in range(20):
+        if (stopped / "best" / "config.json").is_file():
+            break
+        assert cli("train", "--resume", "--out", stopped, "--max-minutes", "0.001").exit_code == 0
+    partial = json.loads((stopped / "best" / "config.json").read_text())["compute"]
+    if not saved_progress(stopped)["finished"]:
+        assert partial["minutes_total"] is None and partial["images_total"] is None
+        assert partial["minutes_to_best"] is not None
+
+
+def test_compute_of_older_records_is_read_by_the_same_rule():
+    """Checkpoints made before the trainer recorded totals: minutes to the checkpoint from their
+    `train_minutes`, totals from their history when it reaches the planned epochs; nothing else."""
+    from lenszoo.compute import compute_figures
+
+    history = [{"epoch": 1, "images_seen": 100, "train_minutes": 1.5}, {"epoch": 2, "images_seen": 200,
+                                                                          "train_minutes": 3.0}]
+    old = {"device": "cpu", "hardware": "x", "threads": 2, "processes": 1, "train_minutes": 1.5}
+    figures = compute_figures(old, history, images_at_checkpoint=100, epochs=2, recipe={"precision": "fp32"})
+    assert (figures["minutes_to_best"], figures["images_to_best"], figures["minutes_total"],
+            figures["images_total"], figures["precision"]) == (1.5, 100, 3.0, 200, "fp32")
+    assert compute_figures(old, history, images_at_checkpoint=100, epochs=3)["minutes_total"] is None
+    nothing = compute_figures(None, None, images_at_checkpoint=228000, epochs=24)
+    assert nothing["minutes_to_best"] is None and nothing["hardware"] is None and nothing["images_to_best"] == 228000
+
+
 def test_real_builtin_architecture_trains_and_evaluates(tmp_path):
     """A real built-in (a slim harmonic network) through train -> checkpoint -> evaluate."""
     run, out = tmp_path / "run", tmp_path / "eval"
@@ -270,7 +325,7 @@ def test_bf16_channels_last_training_runs_and_resumes_exactly(tiny_arch, tmp_pat
     config = json.loads((reference / "best" / "config.json").read_text())
     assert config["recipe"]["precision"] == "bf16" and config["recipe"]["channels_last"] is True
     assert config["compute"]["threads"] >= 1 and config["compute"]["hardware"]
-    assert config["compute"]["train_minutes"] >= 0
+    assert config["compute"]["minutes_to_best"] >= 0 and config["compute"]["precision"] == "bf16"
 
     assert cli("train", *args, "--out", stopped, "--max-minutes", "1e-6").exit_code == 0
     for _ in range(10):

@@ -109,14 +109,33 @@ def download_command(name, task, dataset, everything):
               "weights/ARCH-TASK-DATASET.TAG.")
 @click.option("--default", "make_default", is_flag=True,
               help="Make these the weights an untagged name loads (for their arch, task and dataset).")
-def release_command(path, to, fp16, tag, make_default):
+@click.option("--metrics-from", "metrics_from", multiple=True, type=click.Path(),
+              help="Instead of releasing: add the metrics of these `lenszoo evaluate` results (results.json or its "
+                   "folder; repeatable) of the released weights at PATH to their manifest entry, as "
+                   "metrics.holdout or metrics.test; the weights folder is not touched.")
+def release_command(path, to, fp16, tag, make_default, metrics_from):
     """Copy a run's best checkpoint into weights/ and record it in weights_manifest.json.
 
-    Test metrics from `lenszoo evaluate` of the same weights (RUN/eval/*) are recorded too."""
+    Test and holdout metrics from `lenszoo evaluate` of the same weights (RUN/eval/*) are recorded
+    too; `--metrics-from` adds them to weights released earlier.
+
+    \b
+      lenszoo release runs/c8_steerable-classify-A
+      lenszoo release weights/c8_steerable-classify-A --metrics-from runs/eval/c8_steerable-classify-A-holdout"""
+    from ..errors import LenszooError
     from ..hub import resolve_checkpoint_folder
-    from ..weights import release, release_manifest
+    from ..weights import record_evaluations, release, release_manifest
 
     manifest = release_manifest(to)
+    if metrics_from:
+        if fp16 or tag or make_default:
+            raise LenszooError("--metrics-from adds metrics to weights already released, as they are: drop --fp16, "
+                               "--tag and --default")
+        entry, splits = record_evaluations(path, metrics_from, manifest=manifest)
+        for split in splits:
+            click.echo(f"recorded {split} metrics (n={entry['metrics'][split].get('n')}) of {entry['folder']} "
+                       f"in {manifest}")
+        return
     entry = release(resolve_checkpoint_folder(path), run_dir=path, manifest=manifest, fp16=fp16, tag=tag,
                     default=make_default)
     click.echo(f"released {entry['file']} (sha256 {entry['sha256'][:12]}, {entry['size']:,} bytes) in {manifest}")

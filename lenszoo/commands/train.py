@@ -180,7 +180,8 @@ def evaluate_command(model, dataset, split, data_dir, n_per_class, task, rotatio
               "rotations, learning curves, plots) to this Markdown file.")
 @click.option("--figures", type=click.Path(), help="Folder for the page's figures [default: beside --page, "
               "PAGE-figures/].")
-@click.option("--notes", type=click.Path(), help="Markdown included verbatim at the top of the page.")
+@click.option("--notes", type=click.Path(), help="Markdown notes, in '## SECTION' parts each printed under the table "
+              "it names (classification, regression, claim, ...; docs/training.md), others after the tables.")
 @click.option("--records", "records_dir", type=click.Path(file_okay=False),
               help="With --page: also keep every evaluation the page shows (results and plots) in this folder, "
                    "to commit beside the page; passing the folder back regenerates the page without the runs.")
@@ -228,13 +229,14 @@ def report_command(results, paper, rotations, out, page, figures, notes, records
                      is_ours=is_figures_folder, option="--figures")
         command = "lenszoo report " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else \
             "lenszoo report --page"
-        released = _released_sha256s()
+        released = _released()
         text = build_page(records, paper=published, figures=figures_dir, page=page_path, notes=notes_text,
                           command=command, released=released)
         if records_dir:  # before the page, so a page never names records that were not written
             from ..report_page import page_records, write_records
 
-            kept = write_records(records_dir, page_records(records, released))
+            picked, shown = page_records(records, released)
+            kept = write_records(records_dir, picked, shown)
             click.echo(f"{len(kept)} files the page is made of kept in {records_dir}", err=True)
         output_file(page, text, what="lenszoo report", is_ours=is_report_file)
         click.echo(f"results page written to {page} (figures in {figures_dir})", err=True)
@@ -248,15 +250,16 @@ def report_command(results, paper, rotations, out, page, figures, notes, records
         click.echo(text, nl=False)
 
 
-def _released_sha256s() -> frozenset:
-    """The weights the manifest releases: where a run was evaluated before and after its fp16
-    release, the page shows the released weights."""
+def _released() -> dict:
+    """The weights the manifest releases, by sha256 (their manifest entries): where a run was
+    evaluated before and after its fp16 release, the page shows the released weights, and what
+    each cost as the manifest records it."""
     from ..weights import released_weights
 
     try:
-        return frozenset(entry["sha256"] for entry in released_weights())
+        return {entry["sha256"]: entry for entry in released_weights()}
     except LenszooError:  # no manifest here: every evaluation is a candidate
-        return frozenset()
+        return {}
 
 
 @hookimpl

@@ -55,11 +55,10 @@ def end_epoch(run: Run, seconds: float, images: int):
     epoch = progress.epoch
     key = selection_key(config.task, val)
     is_best = progress.best is None or key > tuple(progress.best["key"])
-    run.compute["train_minutes"] = round(run.elapsed() / 60, 2)
     row = {"epoch": epoch + 1, "images_seen": progress.images_seen, "train": train_metrics, "val": val,
            "lr": config.lr * lr_factor(config.schedule, progress.global_step - 1, run.total_steps),
            "is_best": is_best, "seconds": round(seconds, 3), "images_per_s": round(images / max(seconds, 1e-9), 1),
-           "train_minutes": run.compute["train_minutes"]}  # wall clock since the run began, resumes included
+           "train_minutes": round(run.elapsed() / 60, 2)}  # wall clock since the run began, resumes included
     progress.history.append(row)
     if is_best:
         progress.best = {"epoch": epoch + 1, "key": list(key), "val": val, "images_seen": progress.images_seen}
@@ -89,18 +88,41 @@ def validate(run: Run) -> dict:
     return validation_metrics(run.config.task, full_out.float(), targets)
 
 
+def checkpoint_compute(run: Run, images_at_checkpoint: int) -> dict:
+    """The ``compute`` a checkpoint of this run records (``lenszoo.compute``: the one rule)."""
+    from ..compute import compute_figures
+
+    return compute_figures(run.compute, run.progress.history, images_at_checkpoint=images_at_checkpoint,
+                           epochs=run.config.epochs)
+
+
+def record_totals_in_best(run: Run) -> None:
+    """At the end of a finished run, best/ (saved at an earlier epoch) learns the run's total minutes
+    and images; its weights are untouched."""
+    from ..checkpoint import CONFIG_NAME, read_config
+    from ..files import atomic_write_json
+
+    path = run.run_dir / "best" / CONFIG_NAME
+    config = read_config(path.parent)
+    config["compute"] = checkpoint_compute(run, config.get("images_seen"))
+    atomic_write_json(path, config)
+
+
 def write_epoch_outputs(run: Run, row: dict, is_best: bool):
     """Rank 0's files after an epoch: best/ (if it is), last/, metrics.jsonl, learning_curve.png."""
     from ..checkpoint import save_checkpoint
 
     config = run.config
-    extra = {"compute": dict(run.compute), "epoch": row["epoch"], "training_data": run.data.description,
+    extra = {"compute": checkpoint_compute(run, row["images_seen"]), "epoch": row["epoch"],
+             "training_data": run.data.description,
              "selected_on": "val accuracy, then val loss" if config.task == "classify" else "val mse"}
     kwargs = {**run.checkpoint_kwargs, "images_seen": row["images_seen"],
               "metrics": {"val": row["val"], "train": row["train"]}, "extra": extra}
     if is_best:  # best/ and last/ belong to the run directory, which the trainer owns
         save_checkpoint(run.run_dir / "best", run.model, claim=False, **kwargs)
     save_checkpoint(run.run_dir / "last", run.model, claim=False, **kwargs)
+    if not is_best and row["epoch"] >= config.epochs:
+        record_totals_in_best(run)
     write_metrics(run.run_dir, run.progress.history)
     try:
         plot_learning_curve(run.run_dir / CURVE_FILE, run.progress.history, config.task)

@@ -280,8 +280,9 @@ def setup(config, spec, run_dir, ctx, device, *, resume, started, log, init_fold
                              "recipe": config.recipe_dict()}
     if config.init:  # what the weights were before this run: a curriculum's earlier stage
         run.checkpoint_kwargs["recipe"]["init"] = init_record(config.init)
+    # the machine part of each checkpoint's compute record (lenszoo/compute.py adds minutes and images)
     run.compute = {"device": device.type, "hardware": hardware_name(device), "threads": torch.get_num_threads(),
-                   "processes": ctx.world_size}
+                   "processes": ctx.world_size, "precision": config.precision, "channels_last": config.channels_last}
     if ctx.is_main:
         n_params = sum(p.numel() for p in model.parameters())
         where = f"from epoch {progress.epoch + 1} step {progress.step}" if state_folder else "from scratch"
