@@ -87,6 +87,15 @@ def _probe(ctx):
             + tables.transfer_table(pick_transfer(ctx.results, ctx.released), ctx.main))
 
 
+def _sensitivity(ctx):
+    from .sensitivity import sensitivity_section
+
+    section = sensitivity_section(ctx.results, ctx.figures / "sensitivity.png", link=f"{ctx.rel}/sensitivity.png",
+                                  released=frozenset(ctx.released))
+    return section or ("_No evaluation on a stored C set that records each image's substructure fraction yet "
+                       "(`lenszoo evaluate RUN --data data/C-hst-holdout --split holdout`)._")
+
+
 def _rotations(ctx):
     return tables.rotation_table(ctx.rotations)
 
@@ -121,7 +130,7 @@ SECTIONS = [
     Section("control", "Table", f"against the control: each network's margin over `{CONTROL}`", _control),
     Section("compute", "Table", "what each released checkpoint cost", _compute),
     Section("shortcut probe", "Table", "the shortcut probe: released models on datasets C", _probe),
-    # "sensitivity on C" (per-bin metrics by substructure mass fraction, lenszoo/sensitivity.py) goes here
+    Section("sensitivity", "Table", "sensitivity on C: AUC by substructure mass fraction", _sensitivity),
     Section("rotations", "Table", "rotation robustness (`lenszoo evaluate --rotations`)", _rotations),
     Section("tta", "Table", "test-time augmentation (`lenszoo evaluate --tta`, `lenszoo predict --tta`)", _tta),
     Section("learning curves", "Figure", "learning curves", _curves),

@@ -268,9 +268,9 @@ def curves(records, *, released=frozenset(), splits=PAGE_SPLITS) -> dict:
 
 
 def _order(key):
-    from .report_page import _arch_order
+    from .page.select import arch_order
 
-    return (key[0], _arch_order(key[1]))
+    return (key[0], arch_order(key[1]))
 
 
 def draw_curves(chosen: dict, path, threshold: float = DETECTION_AUC) -> None:

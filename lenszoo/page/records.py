@@ -33,6 +33,11 @@ def page_records(results: list[dict], released=frozenset()) -> tuple[dict[str, d
                     label = f"{arch}-{task}-{dataset}-{row.split}-seed{'-unknown' if seed is None else seed}"
                     picked[f"{label}-{(sha_of(record) or 'unknown')[:8]}"] = record
                     kept.add(id(record))
+    for record in results:  # every evaluation the sensitivity section reads (standard and strong C sets)
+        if isinstance(record.get("sensitivity"), dict) and id(record) not in kept:
+            label = f"{record['arch']}-{record['task']}-{record['dataset']}-{split_of(record)}-sensitivity"
+            picked[f"{label}-{(sha_of(record) or 'unknown')[:8]}-{(_dig(record, 'sensitivity', 'data_manifest_sha256') or '')[:8]}"] = record
+            kept.add(id(record))
     return picked, shown_plots
 
 
