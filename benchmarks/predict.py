@@ -42,7 +42,7 @@ def synthetic_lenses(n: int, seed: int = 0) -> np.ndarray:
 def bare_forward(model, images, batch_size: int, engine: str = "torch") -> float:
     import torch
 
-    from lenszoo.scoring import OnnxForward
+    from lenszoo.inference.scorer import OnnxForward
 
     forward = OnnxForward(model) if engine == "onnxruntime" else model
     best = 0.0
@@ -57,13 +57,15 @@ def bare_forward(model, images, batch_size: int, engine: str = "torch") -> float
 
 def end_to_end(model, folder: Path, out: Path, *, batch_size: int, workers: int,
                engine: str = "torch") -> tuple[float, int]:
-    from lenszoo.scoring import RowWriter, columns_for, find_inputs, score_files
+    from lenszoo.inference.inputs import file_chunks, find_inputs
+    from lenszoo.inference.pipeline import score
+    from lenszoo.inference.table import RowWriter, columns_for
 
     files, problems = find_inputs([folder])
     assert not problems, problems
     writer = RowWriter(out, fmt="csv", columns=columns_for(model.lenszoo_config["task"]))
     started = time.perf_counter()  # includes onnxruntime's export and check (seconds, once per run)
-    counts = score_files(model, files, batch_size=batch_size, workers=workers, on_rows=writer.write, engine=engine)
+    counts = score(model, file_chunks(files, workers=workers), writer, batch_size=batch_size, engine=engine)
     writer.close()
     return counts["images"] / (time.perf_counter() - started), counts["images"]
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 import lenszoo
 from lenszoo.errors import LenszooError
-from lenszoo.scoring import SOME_FAILED
+from lenszoo.inference.options import SOME_FAILED
 
 from .test_bad_input import cli
 
@@ -132,16 +132,16 @@ def test_every_hostile_header_at_once_through_a_reading_worker(tmp_path, images)
 
 @pytest.mark.parametrize("error", [MemoryError, RuntimeError, KeyError])
 def test_any_failure_reading_one_file_skips_that_file(tmp_path, images, monkeypatch, error):
-    import lenszoo.scoring
+    import lenszoo.inference.readers
 
-    real = lenszoo.scoring._read_npy
+    real = lenszoo.inference.readers._read_npy
 
     def flaky(path, hdu):
         if Path(path).name == "bad.npy":
             raise error("the reader broke")
         return real(path, hdu)
 
-    monkeypatch.setattr(lenszoo.scoring, "_read_npy", flaky)
+    monkeypatch.setattr(lenszoo.inference.readers, "_read_npy", flaky)
     for name in ("bad.npy", "good.npy"):
         np.save(tmp_path / name, images[:2])
     out = tmp_path / "scores.csv"
@@ -155,7 +155,7 @@ def test_any_failure_reading_one_file_skips_that_file(tmp_path, images, monkeypa
 RESIZE_PEAK = """
 import numpy as np
 import torch
-from lenszoo.scoring import fit_size
+from lenszoo.inference.inputs import fit_size
 
 def kib(field):
     with open("/proc/self/status") as status:
@@ -185,13 +185,13 @@ def test_resize_holds_little_beyond_the_resampled_images():
 def test_resampling_in_chunks_matches_resampling_at_once(images, method, monkeypatch):
     import torch.nn.functional as F
 
-    import lenszoo.scoring
+    import lenszoo.inference.inputs
 
-    monkeypatch.setattr(lenszoo.scoring, "RESIZE_CHUNK_PIXELS", 3 * (48 * 48 + 64 * 64), raising=False)
+    monkeypatch.setattr(lenszoo.inference.inputs, "RESIZE_CHUNK_PIXELS", 3 * (48 * 48 + 64 * 64), raising=False)
     stack = np.concatenate([images] * 2)[:, 8:56, 8:56].copy()  # 12 images of 48×48, 3 at a time
     kwargs = {"antialias": True, "align_corners": False} if method in ("bilinear", "bicubic") else {}
     whole = F.interpolate(torch.from_numpy(stack)[:, None], size=(64, 64), mode=method, **kwargs)[:, 0].numpy()
-    np.testing.assert_allclose(lenszoo.scoring.fit_size(stack, method), whole, atol=1e-6)
+    np.testing.assert_allclose(lenszoo.inference.inputs.fit_size(stack, method), whole, atol=1e-6)
 
 
 # -- a killed predict takes its reading workers with it ----------------------------------------------
