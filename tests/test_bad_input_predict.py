@@ -322,6 +322,8 @@ API_ERRORS = [pytest.param(options, fragment, id=",".join(f"{k}={v}" for k, v in
     ({"hdu": -1}, "hdu must be a whole number >= 0", ()),
     ({"tta": "yes"}, "tta must be True or False", ()),
     ({"engine": "tensorrt"}, "engine must be one of torch, onnxruntime", ()),
+    ({"precision": "fp16"}, "precision must be one of auto, fp32, bf16", ()),
+    ({"precision": "bf16", "engine": "onnxruntime"}, "precision='bf16' runs with engine='torch'", ()),
     ({"device": "tpu"}, "unknown device 'tpu'", ()),
     ({"device": "cuda"}, "no CUDA GPU is visible; use cpu or auto",
      pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
@@ -335,6 +337,18 @@ def test_python_predict_refuses_bad_options_in_one_clear_error(tmp_path, images,
     with pytest.raises(LenszooError) as caught:
         lenszoo.predict(model, images[:2] if given == "array" else tmp_path, **options)
     assert fragment in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (["--precision", "fp16"], "'fp16' is not one of 'auto', 'fp32', 'bf16'"),
+    (["--precision", "bf16", "--engine", "onnxruntime"], "--precision bf16 runs with --engine torch"),
+], ids=["unknown", "bf16-onnxruntime"])
+def test_a_precision_predict_cannot_run_is_one_line_before_anything_is_written(tmp_path, images, options, fragment):
+    from .test_bad_input import one_line_error
+
+    np.save(tmp_path / "x.npy", images[:2])
+    one_line_error(run_predict(tmp_path / "x.npy", "--out", tmp_path / "s.csv", *options), fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
 
 
 @pytest.mark.parametrize("inputs, fragment", [
