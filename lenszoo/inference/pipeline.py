@@ -29,13 +29,13 @@ class ListSink(list):
 
 
 class _Batch:
-    """Images gathered for one forward pass, in a tensor allocated once, with what each row says
-    besides its scores."""
+    """Images gathered for one forward pass, in a tensor allocated once (page-locked for a GPU,
+    so its copy there runs asynchronously), with what each row says besides its scores."""
 
-    def __init__(self, size: int, shape):
+    def __init__(self, size: int, shape, *, pin=False):
         import torch
 
-        self.images = torch.empty((size, *shape), dtype=torch.float32)
+        self.images = torch.empty((size, *shape), dtype=torch.float32, pin_memory=pin)
         self.size, self.n = size, 0
         self.sources, self.indices, self.flags = [], [], []
 
@@ -52,6 +52,43 @@ class _Batch:
     def clear(self):
         self.n = 0
         self.sources, self.indices, self.flags = [], [], []
+
+
+class _Writer:
+    """Hands each batch's rows to ``sink.write`` in a thread of its own, so formatting, writing and
+    syncing one batch overlap the next forward pass. Batches are written in order, one at most
+    waits (memory stays bounded); the first error of the sink stops the writing and is raised
+    in the caller at its next :meth:`put` or at :meth:`finish`."""
+
+    def __init__(self, sink):
+        import queue
+        import threading
+
+        self.sink, self.error = sink, None
+        self.queue = queue.Queue(maxsize=1)
+        self.thread = threading.Thread(target=self._run, name="lenszoo-rows", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while (rows := self.queue.get()) is not None:
+            if self.error is None:  # after an error nothing more is written: no gap in the table
+                try:
+                    self.sink.write(rows)
+                except BaseException as exc:  # noqa: BLE001 -- raised in the caller
+                    self.error = exc
+
+    def put(self, rows):
+        if self.error is not None:
+            raise self.error
+        self.queue.put(rows)
+
+    def finish(self, *, check=True):
+        """Wait until every batch handed over is written (or the sink failed)."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        if check and self.error is not None:
+            raise self.error
 
 
 def _flags(chunk, contract) -> list[list[str]]:
@@ -73,7 +110,20 @@ def score(model, inputs, sink, *, tta=False, device="cpu", engine="torch", preci
     read, ``problems``, ``flagged_images`` and ``flagged`` (images flagged, by reason)."""
     scorer = scorer or Scorer(model, tta=tta, device=device, engine=engine, precision=precision)
     counts = {"images": 0, "files": 0, "problems": 0, "flagged_images": 0, "flagged": {}}
-    batch = _Batch(batch_size, input_size(model))
+    batch = _Batch(batch_size, input_size(model), pin=scorer.device.type == "cuda")
+    writer = _Writer(sink)
+    try:
+        _score(scorer, inputs, batch, writer, counts, contract=contract, strict=strict, on_problem=on_problem,
+               progress=progress)
+    except BaseException:
+        writer.finish(check=False)  # every batch scored before the error is written first
+        raise
+    writer.finish()
+    return counts
+
+
+def _score(scorer, inputs, batch, writer, counts, *, contract, strict, on_problem, progress):
+    """The loop of :func:`score`: chunks in, checked, gathered into ``batch``, scored, rows out."""
 
     def problem(found):
         counts["problems"] += 1
@@ -82,7 +132,7 @@ def score(model, inputs, sink, *, tta=False, device="cpu", engine="torch", preci
 
     def emit():
         outputs = scorer(batch.images[:batch.n])
-        sink.write(Rows(scorer.task, batch.sources, batch.indices, outputs, [";".join(f) for f in batch.flags],
+        writer.put(Rows(scorer.task, batch.sources, batch.indices, outputs, [";".join(f) for f in batch.flags],
                         tta=scorer.tta, precision=scorer.precision, model=scorer.name, sha=scorer.sha))
         counts["images"] += batch.n
         if progress:
@@ -112,7 +162,6 @@ def score(model, inputs, sink, *, tta=False, device="cpu", engine="torch", preci
                 emit()
     if batch.n:
         emit()
-    return counts
 
 
 def flag_summary(counts: dict) -> str | None:
