@@ -76,8 +76,8 @@ def image_statistics(images) -> dict:
     blocks = x.reshape(n, h // BLOCK, BLOCK, w // BLOCK, BLOCK).transpose(0, 1, 3, 2, 4).reshape(n, -1, BLOCK * BLOCK)
     means = blocks.mean(-1)
     centred = blocks - means[..., None]
-    tilt = (centred.reshape(-1, BLOCK * BLOCK) @ _SLOPES).reshape(*means.shape, 2)
-    residual = np.einsum("nbk,nbk->nb", centred, centred) - np.einsum("nbk,nbk->nb", tilt, tilt)
+    tilt_y, tilt_x = centred @ _SLOPES[:, 0], centred @ _SLOPES[:, 1]
+    residual = np.einsum("nbk,nbk->nb", centred, centred) - tilt_y ** 2 - tilt_x ** 2
     scatter = np.sqrt(np.maximum(residual, 0) / (BLOCK * BLOCK - 3))
     quiet = np.argpartition(scatter, QUIET_BLOCKS - 1, axis=1)[:, :QUIET_BLOCKS]  # the quietest, in any order
     sigma = np.take_along_axis(scatter, quiet, 1).mean(1)

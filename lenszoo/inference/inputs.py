@@ -204,6 +204,13 @@ def _reading_worker(parent: int, worker_id: int):
     from ..runtime import end_with_parent
 
     end_with_parent(parent)  # a killed predict takes its readers with it
+    # One thread per reader, as torch sets for its own ops here: a BLAS pool of its own in each
+    # reader would contend with the scoring process's threads for the same cores.
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(1)
 
 
 def file_chunks(files, *, workers=0, hdu=None, resize=None, skip=None, size=INPUT_SIZE, prefetch=4):
