@@ -205,6 +205,9 @@ def main(argv=None):
     print(f"  {flops / 1e6:,.1f} MFLOP per image; matmul peak here: "
           + ", ".join(f"{p} {g:,.0f} GFLOP/s (at most {g * 1e9 / flops:,.0f} img/s)" for p, g in peaks.items())
           + "; 'of peak' is each row's FLOP rate over the peak of its precision")
+    if "bf16" in peaks and not native_bf16(cpu):
+        print("  (no native bfloat16 here: bf16 rows and its matmul rate are torch's emulation, which convolutions "
+              "can outrun, so bf16 shares above 100 % say nothing about a ceiling)")
     if args.record:
         from lenszoo.files import atomic_write_json
 
