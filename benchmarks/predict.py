@@ -70,7 +70,8 @@ def end_to_end(model, scorer, folder: Path, out: Path, *, fmt: str, batch_size: 
     from lenszoo.inference.inputs import file_chunks, find_inputs
     from lenszoo.inference.pipeline import score
     from lenszoo.inference.scorer import input_size
-    from lenszoo.inference.table import RowWriter, columns_for
+    from lenszoo.inference.table import columns_for
+    from lenszoo.inference.writer import RowWriter
 
     files, problems = find_inputs([folder])
     assert not problems, problems
@@ -197,8 +198,8 @@ def main(argv=None):
         precision = path.split()[1]
         own, of_fastest, share = rate / bare[path], rate / fastest, rate * flops / 1e9 / peaks[precision]
         print(f"  {f'[{path}] {what}':<{width}}  {rate:8,.0f}  {own:8.0%}  {of_fastest:8.0%}  {share:7.0%}")
-        record_rows.append({"path": path, "what": what, "images_per_s": round(rate, 1), "of_own_bare": round(own, 4),
-                            "of_fastest_bare": round(of_fastest, 4), "of_matmul_peak": round(share, 4)})
+        record_rows.append({"path": path, "what": what, "images_per_s": round(rate, 1), "of_own_bare": round(own, 6),
+                            "of_fastest_bare": round(of_fastest, 6), "of_matmul_peak": round(share, 6)})
     end_to_end_best = max(rate for _, what, rate in rows if what.startswith("predict"))
     print(f"  fastest bare forward: {fastest_path}, {fastest:,.0f} img/s; best end to end {end_to_end_best:,.0f} "
           f"img/s = {end_to_end_best / fastest:.0%} of it (goal >= 70 %)")

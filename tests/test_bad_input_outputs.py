@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lenszoo.files import hold_lock, lock_beside, lock_inside, sha256_file
-from lenszoo.inference.table import RowWriter
+from lenszoo.inference.writer import RowWriter
 
 from .test_bad_input import TINY, cli, one_line_error, probe, run_dir, snapshot  # noqa: F401 - fixtures
 

@@ -231,28 +231,3 @@ def test_the_parity_script_measures_a_tiny_model_and_fills_the_docs_block(tmp_pa
     text = page.read_text()
     assert "old table" not in text and text.endswith("\n\nafter\n") and "| `radial_profile` | regress | A | 2 test" in text
 
-
-# -- the speed benchmark ---------------------------------------------------------------------------------
-def test_the_predict_benchmark_reports_every_path_against_the_fastest_bare_forward_and_the_peaks(tmp_path,
-                                                                                               capsys):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("predict_benchmark", REPO / "benchmarks" / "predict.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    record = tmp_path / "speed.json"
-    bench.main(["--arch", "radial_profile", "--n", "24", "--per-file", "10", "--batch-size", "8", "--workers", "0",
-                "--engines", "torch,onnxruntime", "--precisions", "fp32,bf16", "--record", str(record)])
-    out = capsys.readouterr().out
-    saved = json.loads(record.read_text())
-    paths = {row["path"] for row in saved["rows"]}
-    assert {"torch fp32", "torch bf16"} <= paths  # and onnxruntime fp32 where it is installed
-    for path in paths:
-        whats = [row["what"] for row in saved["rows"] if row["path"] == path]
-        assert whats[0].startswith("bare forward") and {"predict FITS -> CSV", "predict NPY -> CSV"} <= set(whats)
-    fastest = max(row["images_per_s"] for row in saved["rows"] if row["what"].startswith("bare"))
-    for row in saved["rows"]:
-        assert row["images_per_s"] > 0 and row["of_matmul_peak"] > 0
-        assert row["of_fastest_bare"] == pytest.approx(row["images_per_s"] / fastest, rel=1e-2)
-    assert set(saved["matmul_gflops"]) == {"fp32", "bf16"} and saved["mflop_per_image"] > 0
-    assert "fastest bare forward:" in out and "matmul peak here: bf16" in out and "fp32" in out

@@ -110,7 +110,8 @@ def _predict_into(model, files, problems, *, out, target, target_fmt, task, data
     from ..inference.parts import check_done_marker, clear_done_marker, write_done_marker
     from ..inference.pipeline import flag_summary, score
     from ..inference.scorer import Scorer, input_size
-    from ..inference.table import RowWriter, columns_for
+    from ..inference.table import columns_for
+    from ..inference.writer import RowWriter
     from ..resolve import load_model
     from ..runtime import native_bf16, resolve_device
 

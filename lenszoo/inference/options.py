@@ -81,3 +81,11 @@ def require_onnxruntime():
         import onnxruntime  # noqa: F401
     except ImportError:
         raise LenszooError("--engine onnxruntime needs onnxruntime: pip install 'lenszoo[onnx]'") from None
+
+
+def require_pyarrow():
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise LenszooError("Parquet output needs pyarrow, which is not installed: pip install pyarrow, "
+                           "or write .csv or .jsonl") from None

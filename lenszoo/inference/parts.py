@@ -14,7 +14,8 @@ import numpy as np
 
 from ..errors import LenszooError
 from ..tasks import TASKS
-from .table import ENCODING, SCORE_PRECISIONS, Table, _csv_line, columns_for, read_table, require_pyarrow
+from .options import require_pyarrow
+from .table import ENCODING, SCORE_PRECISIONS, Table, columns_for, csv_line, read_table
 
 def _env_whole(name: str, default: str) -> int:
     value = os.environ.get(name, default).strip()
@@ -191,7 +192,7 @@ def merge_parts(out, *, fmt: str) -> dict:
             if table is not None:
                 data = part.read_bytes()
                 bodies.append(data[data.index(b"\n") + 1:] if kind == "csv" else data)
-        header = _csv_line(columns_for(markers[0]["task"])).encode(ENCODING) if kind == "csv" else b""
+        header = csv_line(columns_for(markers[0]["task"])).encode(ENCODING) if kind == "csv" else b""
         merged = header + b"".join(bodies)
         rows = sum(marker["rows"] for marker in markers)
         try:

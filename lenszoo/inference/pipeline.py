@@ -16,7 +16,7 @@ import numpy as np
 
 from .inputs import InputProblem
 from .scorer import Scorer, input_size
-from .table import Rows
+from .writer import Rows
 
 STRICT = "flagged --strict: "  # the problem a flagged image is under strict
 
