@@ -102,7 +102,7 @@ def _flags(chunk, contract) -> list[list[str]]:
                        [None if np.isnan(v) else float(v) for v in scales])
 
 
-def score(model, inputs, sink, *, tta=False, device="cpu", engine="torch", precision="fp32", batch_size=256,
+def score(model, inputs, sink, *, tta=False, device="cpu", engine="torch", precision="auto", batch_size=256,
           contract=None, strict=False, on_problem=None, progress=None, scorer=None) -> dict:
     """Score every image ``inputs`` hold into ``sink``; problems go to ``on_problem`` as they are
     found, ``progress(n)`` is called per batch. ``scorer`` (a :class:`Scorer` of ``model``) is

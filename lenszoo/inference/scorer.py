@@ -147,7 +147,7 @@ class Scorer:
     ``engine="onnxruntime"``, by onnxruntime on the CPU. ``precision="auto"`` is decided by
     :func:`choose_precision`; ``self.precision`` says what was used."""
 
-    def __init__(self, model, *, tta=False, device="cpu", engine="torch", precision="fp32"):
+    def __init__(self, model, *, tta=False, device="cpu", engine="torch", precision="auto"):
         import torch
 
         config = getattr(model, "lenszoo_config", None)
