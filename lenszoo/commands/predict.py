@@ -31,7 +31,8 @@ from ..inference.options import ENGINES, FORMATS, PRECISIONS, RESIZE_METHODS
               "it holds.")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, help="Processes reading files while the "
-              "model scores (0: read in the main process).")
+              "model scores (0: read in the main process, between batches: as fast or faster on a CPU whose cores "
+              "the network fills; see docs/predict.md).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--engine", type=click.Choice(ENGINES), default="torch", show_default=True,
               help="What runs the network: PyTorch, or onnxruntime on the CPU (exported and checked first; "
