@@ -1,17 +1,24 @@
-"""End-to-end `lenszoo predict` speed against the model's bare forward pass, in one run.
+"""End-to-end `lenszoo predict` speed against each engine's bare forward pass, per precision, in one run.
 
     python benchmarks/predict.py                       # c8_steerable classify A, 8,192 images
     python benchmarks/predict.py --arch hnet --n 4096 --workers 0
-    python benchmarks/predict.py --engines torch          # skip the onnxruntime rows
+    python benchmarks/predict.py --engines torch --precisions fp32      # one path only
+    python benchmarks/predict.py --n 1024 --record predict-speed.json   # a quick check, figures kept
 
 Writes the same synthetic lenses (a ring plus noise; the content does not change the speed) as
-FITS cubes and as .npy stacks into a temporary folder, then times: the bare forward pass on
-normalised in-memory batches, and `predict` from each folder to a CSV (reading in worker
-processes, normalisation, batching, writing rows). Prints images/s and the ratio to the bare
-forward speed, for each engine (PyTorch, and onnxruntime when installed: ``--engine
-onnxruntime``); ratios to PyTorch's bare forward pass. Last, the arithmetic: the model's FLOPs per
-image and this machine's fp32 matmul rate, i.e. the images/s no implementation of these weights
-could beat here. Run it on an idle machine; the figures are this machine's.
+FITS cubes and as .npy stacks into a temporary folder. Then, for each path (PyTorch in fp32,
+PyTorch under bfloat16 autocast, onnxruntime in fp32), it times the bare forward pass on
+normalised in-memory batches, and the pipeline `lenszoo predict` runs (lenszoo/inference:
+reading in worker processes, the contract checks, normalisation, batching, rows written and
+synced per batch) from each folder into a CSV (and Parquet with --formats csv,parquet). The
+one-time set-up (loading, onnxruntime's export and check) is outside the timings.
+
+Printed: images/s of every row; each end-to-end row as a share of its own path's bare forward
+and of the fastest bare forward of the run (issue 32's goal: >= 70 %); and the arithmetic:
+the model's FLOPs per image and this machine's fp32 and bf16 matmul rates, so each row's share
+of the peak of its precision says how close it runs to what these cores can do. On a CPU
+without native bfloat16 (no avx512_bf16 / amx_bf16) bf16 is emulated and slow; `predict
+--precision auto` then runs fp32. Run it on an idle machine; the figures are this machine's.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+PATHS = (("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"))
+
 
 def synthetic_lenses(n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -39,31 +48,38 @@ def synthetic_lenses(n: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def bare_forward(model, images, batch_size: int, engine: str = "torch") -> float:
+def bare_forward(scorer, normalised, batch_size: int) -> float:
+    """Images/s of the network alone (in the scorer's engine and precision) on normalised batches."""
     import torch
 
-    from lenszoo.scoring import OnnxForward
-
-    forward = OnnxForward(model) if engine == "onnxruntime" else model
     best = 0.0
     for _ in range(2):  # the first pass warms up the kernels
         started = time.perf_counter()
         with torch.inference_mode():
-            for s in range(0, len(images), batch_size):
-                forward(model.preprocess(images[s:s + batch_size]))
-        best = max(best, len(images) / (time.perf_counter() - started))
+            for s in range(0, len(normalised), batch_size):
+                scorer.forward(normalised[s:s + batch_size])
+        best = max(best, len(normalised) / (time.perf_counter() - started))
     return best
 
 
-def end_to_end(model, folder: Path, out: Path, *, batch_size: int, workers: int,
-               engine: str = "torch") -> tuple[float, int]:
-    from lenszoo.scoring import RowWriter, columns_for, find_inputs, score_files
+def end_to_end(model, scorer, folder: Path, out: Path, *, fmt: str, batch_size: int,
+               workers: int) -> tuple[float, int]:
+    """Images/s of the predict pipeline from ``folder``'s files into a new table ``out``, and the
+    images it scored."""
+    from lenszoo.contract import model_contract
+    from lenszoo.inference.inputs import file_chunks, find_inputs
+    from lenszoo.inference.pipeline import score
+    from lenszoo.inference.scorer import input_size
+    from lenszoo.inference.table import columns_for
+    from lenszoo.inference.writer import RowWriter
 
     files, problems = find_inputs([folder])
     assert not problems, problems
-    writer = RowWriter(out, fmt="csv", columns=columns_for(model.lenszoo_config["task"]))
-    started = time.perf_counter()  # includes onnxruntime's export and check (seconds, once per run)
-    counts = score_files(model, files, batch_size=batch_size, workers=workers, on_rows=writer.write, engine=engine)
+    contract = model_contract(model)
+    writer = RowWriter(out, fmt=fmt, columns=columns_for(scorer.task))
+    started = time.perf_counter()
+    counts = score(model, file_chunks(files, workers=workers, size=input_size(model)), writer, scorer=scorer,
+                   batch_size=batch_size, contract=contract)
     writer.close()
     return counts["images"] / (time.perf_counter() - started), counts["images"]
 
@@ -79,22 +95,31 @@ def flops_per_image(model) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_gflops(size: int = 2048, repeats: int = 8) -> float:
-    """The fp32 rate this machine's BLAS reaches on a large square matmul: a practical ceiling for
-    any dense network here."""
+def matmul_gflops(precision: str, seconds: float = 1.0) -> float:
+    """The rate this machine reaches on a square matmul in ``precision`` (fp32, or bf16 as torch runs
+    it here: native where the CPU has it, emulated where not): a practical ceiling for a dense
+    network in that precision. The side grows until one product takes ~0.1 s (2048 or more for
+    fp32 on a CPU; emulated bf16 stays small), then the best of ``seconds`` of products counts."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    best = 0.0
-    for _ in range(repeats):
+    dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+    size = 256
+    while True:
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        started = time.perf_counter()
+        a @ b
+        if time.perf_counter() - started > 0.1 or size >= 4096:
+            break
+        size *= 2
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline or best == 0.0:
         started = time.perf_counter()
         a @ b
         best = max(best, 2 * size ** 3 / (time.perf_counter() - started) / 1e9)
     return best
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="c8_steerable")
     parser.add_argument("--task", default="classify")
@@ -104,29 +129,48 @@ def main():
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--engines", default="torch,onnxruntime", help="comma-separated: torch, onnxruntime")
-    args = parser.parse_args()
-    engines = [e for e in args.engines.split(",") if e]
+    parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16 (bf16: torch only)")
+    parser.add_argument("--formats", default="csv", help="comma-separated tables written: csv, parquet")
+    parser.add_argument("--record", type=Path, help="Also write the figures as JSON here.")
+    args = parser.parse_args(argv)
+    if args.n < 1 or args.per_file < 1 or args.batch_size < 1 or args.workers < 0:
+        parser.error("--n, --per-file and --batch-size must be >= 1, --workers >= 0")
+    engines, precisions = args.engines.split(","), args.precisions.split(",")
+    formats = [f for f in args.formats.split(",") if f]
     if "onnxruntime" in engines:
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
-            print("onnxruntime is not installed (pip install 'lenszoo[onnx]'): torch rows only")
+            print("onnxruntime is not installed (pip install 'lenszoo[onnx]'): no onnxruntime rows")
             engines.remove("onnxruntime")
+    if "parquet" in formats:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            print("pyarrow is not installed (pip install pyarrow): no Parquet rows")
+            formats.remove("parquet")
+    paths = [p for p in PATHS if p[0] in engines and p[1] in precisions]
+    if not paths:
+        parser.error(f"no path to measure: engines {args.engines}, precisions {args.precisions}")
 
     import torch
     from astropy.io import fits
 
     import lenszoo
+    from lenszoo.inference.scorer import Scorer
+    from lenszoo.runtime import hardware_name, native_bf16
 
     try:
         model = lenszoo.load(args.arch, task=args.task, dataset=args.dataset)
     except lenszoo.LenszooError:  # no released weights: the speed is the same with random ones
         model = lenszoo.create_model(args.arch, task=args.task).eval()
     images = synthetic_lenses(args.n)
+    cpu = torch.device("cpu")
     print(f"{args.arch} ({model.lenszoo_config.get('form', 'trainable')}), {args.n} images in files of "
           f"{args.per_file}, batch {args.batch_size}, {args.workers} reading worker(s), {torch.get_num_threads()} "
-          "torch threads")
-    peak_before = matmul_gflops()  # measured before and after the rows; a shared machine varies
+          f"torch threads; {hardware_name(cpu)}, {'native' if native_bf16(cpu) else 'no native (emulated)'} bfloat16")
+    peaks = {precision: matmul_gflops(precision) for precision in sorted({p for _, p in paths})}
+    rows = []  # (path, what, images/s)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "fits").mkdir()
@@ -135,27 +179,53 @@ def main():
             chunk = images[start:start + args.per_file]
             fits.PrimaryHDU(chunk).writeto(tmp / "fits" / f"cube{i:04d}.fits")
             np.save(tmp / "npy" / f"stack{i:04d}.npy", chunk)
-        bare = None
-        rows = []
-        for engine in engines:
-            rate = bare_forward(model, torch.from_numpy(images), args.batch_size, engine)
-            bare = bare or rate  # the first engine's bare forward pass is the reference
-            rows.append((f"[{engine}] bare forward (normalised, in memory)", rate, rate / bare))
+        normalised = model.preprocess(images)
+        for engine, precision in paths:
+            path = f"{engine} {precision}"
+            scorer = Scorer(model, engine=engine, precision=precision)  # onnxruntime: exported and checked here
+            rows.append((path, "bare forward (normalised, in memory)", bare_forward(scorer, normalised,
+                                                                                  args.batch_size)))
             for kind in ("fits", "npy"):
-                rate, n = end_to_end(model, tmp / kind, tmp / f"{kind}-{engine}.csv", batch_size=args.batch_size,
-                                     workers=args.workers, engine=engine)
-                assert n == args.n
-                rows.append((f"[{engine}] predict from {kind.upper()} files to CSV", rate, rate / bare))
-    width = max(len(r[0]) for r in rows)
-    for name, rate, ratio in rows:
-        share = f"{ratio:6.0%} of torch's bare forward"
-        print(f"  {name:<{width}}  {rate:8,.0f} img/s  {share}")
-    # What the arithmetic allows: images/s at the machine's own matmul rate, against the best measured
-    flops, peak = flops_per_image(model), max(peak_before, matmul_gflops())
-    fastest = max(rate for _, rate, _ in rows)
-    print(f"  {flops / 1e6:,.1f} MFLOP per image; fp32 matmul peak here {peak:,.0f} GFLOP/s -> at most "
-          f"{peak * 1e9 / flops:,.0f} img/s if every layer ran at the matmul rate; the fastest row above runs at "
-          f"{fastest * flops / 1e9:,.0f} GFLOP/s ({fastest * flops / 1e9 / peak:.0%} of the peak)")
+                for fmt in formats:
+                    out = tmp / f"{kind}-{engine}-{precision}.{fmt}"
+                    rate, scored = end_to_end(model, scorer, tmp / kind, out, fmt=fmt, batch_size=args.batch_size,
+                                              workers=args.workers)
+                    assert scored == args.n, (scored, args.n)
+                    rows.append((path, f"predict {kind.upper()} -> {fmt.upper()}", rate))
+    for precision, peak in peaks.items():  # measured again after the rows: a shared machine varies
+        peaks[precision] = max(peak, matmul_gflops(precision))
+    flops = flops_per_image(model)
+    bare = {path: rate for path, what, rate in rows if what.startswith("bare")}
+    fastest_path = max(bare, key=bare.get)
+    fastest = bare[fastest_path]
+    width = max(len(f"[{path}] {what}") for path, what, _ in rows)
+    print(f"  {'':<{width}}  {'img/s':>8}  {'own bare':>8}  {'fastest':>8}  {'of peak':>7}")
+    record_rows = []
+    for path, what, rate in rows:
+        precision = path.split()[1]
+        own, of_fastest, share = rate / bare[path], rate / fastest, rate * flops / 1e9 / peaks[precision]
+        print(f"  {f'[{path}] {what}':<{width}}  {rate:8,.0f}  {own:8.0%}  {of_fastest:8.0%}  {share:7.0%}")
+        record_rows.append({"path": path, "what": what, "images_per_s": round(rate, 1), "of_own_bare": round(own, 6),
+                            "of_fastest_bare": round(of_fastest, 6), "of_matmul_peak": round(share, 6)})
+    end_to_end_best = max(rate for _, what, rate in rows if what.startswith("predict"))
+    print(f"  fastest bare forward: {fastest_path}, {fastest:,.0f} img/s; best end to end {end_to_end_best:,.0f} "
+          f"img/s = {end_to_end_best / fastest:.0%} of it (goal >= 70 %)")
+    print(f"  {flops / 1e6:,.1f} MFLOP per image; matmul peak here: "
+          + ", ".join(f"{p} {g:,.0f} GFLOP/s (at most {g * 1e9 / flops:,.0f} img/s)" for p, g in peaks.items())
+          + "; 'of peak' is each row's FLOP rate over the peak of its precision")
+    if "bf16" in peaks and not native_bf16(cpu):
+        print("  (no native bfloat16 here: bf16 rows and its matmul rate are torch's emulation, which convolutions "
+              "can outrun, so bf16 shares above 100 % say nothing about a ceiling)")
+    if args.record:
+        from lenszoo.files import atomic_write_json
+
+        atomic_write_json(args.record, {
+            "format": "lenszoo-predict-speed", "arch": args.arch, "task": args.task, "n": args.n,
+            "per_file": args.per_file, "batch_size": args.batch_size, "workers": args.workers,
+            "threads": torch.get_num_threads(), "hardware": hardware_name(cpu), "native_bf16": native_bf16(cpu),
+            "mflop_per_image": round(flops / 1e6, 2), "matmul_gflops": {k: round(v, 1) for k, v in peaks.items()},
+            "fastest_bare": fastest_path, "best_end_to_end_of_fastest_bare": round(end_to_end_best / fastest, 4),
+            "rows": record_rows, "date": time.strftime("%Y-%m-%d")})
 
 
 if __name__ == "__main__":

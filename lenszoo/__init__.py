@@ -39,16 +39,47 @@ def load(name, task="classify", dataset=None, *, tag=None, device="cpu", trainab
 
     return _load(name, task=task, dataset=dataset, device=device, trainable=trainable, tag=tag)
 
-def predict(model, inputs, task="classify", dataset=None, **options):
-    """Score images: ``inputs`` are FITS/.npy/PNG files, folders of them, or an array of
-    ``(H, W)`` / ``(N, H, W)`` images; returns one dict per image (class probabilities or
-    log10 m_a, the model and its weights' sha256), as ``lenszoo predict`` writes them. Options:
-    ``tta``, ``resize``, ``hdu``, ``batch_size``, ``workers``, ``device``, ``engine`` ("torch" or
-    "onnxruntime")."""
-    from .scoring import predict as _predict
+def predict(model, inputs, task="classify", dataset=None, *, tta=False, resize=None, hdu=None, batch_size=256,
+            workers=0, device="cpu", engine="torch", precision="auto", strict=False):
+    """Score images: ``inputs`` are FITS/.npy/PNG files, folders of them, or an array (or tensor)
+    of ``(H, W)`` / ``(N, H, W)`` images; returns one dict per image (class probabilities or
+    log10 m_a, flags, the precision, the model and its weights' sha256), as ``lenszoo predict``
+    writes them. ``model`` is a loaded lenszoo model or any name ``lenszoo.load`` takes
+    (``task``/``dataset`` pick released weights). Options as on the command line: ``tta``,
+    ``resize``, ``hdu``, ``batch_size``, ``workers``, ``device``, ``engine`` ("torch" or
+    "onnxruntime"), ``precision`` ("auto": bf16 where the hardware has it natively, "fp32",
+    "bf16"), ``strict`` (leave out images unlike the weights' training images). Inputs that
+    cannot be scored are warnings; the rest are scored. Bad options are one ``LenszooError``."""
+    import os
+    import warnings
 
-    return _predict(model, inputs, task=task, dataset=dataset, **options)
+    from .contract import model_contract
+    from .inference.inputs import array_chunks, array_images, file_chunks, find_inputs
+    from .inference.options import check_api_options
+    from .inference.pipeline import ListSink, score
+    from .inference.scorer import input_size
 
+    device = check_api_options(inputs, tta=tta, resize=resize, hdu=hdu, batch_size=batch_size, workers=workers,
+                               device=device, engine=engine, precision=precision)
+    if isinstance(model, (str, os.PathLike)):
+        from .resolve import load_model
+
+        model = load_model(model, task=task, dataset=dataset, device=device)
+
+    def warn(problem):
+        warnings.warn(str(problem), stacklevel=2)
+
+    if isinstance(inputs, (str, os.PathLike, list, tuple)):
+        files, problems = find_inputs([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)
+        for problem in problems:
+            warn(problem)
+        chunks = file_chunks(files, workers=workers, hdu=hdu, resize=resize, size=input_size(model))
+    else:  # an array or a tensor (check_api_options allows nothing else)
+        chunks = array_chunks(array_images(inputs, resize=resize, size=input_size(model)))
+    rows = ListSink()
+    score(model, chunks, rows, tta=tta, device=device, engine=engine, precision=precision, batch_size=batch_size,
+          contract=model_contract(model), strict=strict, on_problem=warn)
+    return list(rows)
 
 
 __all__ = [

@@ -50,17 +50,23 @@ FLAG_TEXT = {
 }
 
 
-def _plane_projector(k: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:k, 0:k]
-    design = np.stack([np.ones(k * k), yy.ravel() - (k - 1) / 2, xx.ravel() - (k - 1) / 2], axis=1)
-    return design @ np.linalg.pinv(design)
+def _slope_basis(k: int) -> np.ndarray:
+    """The two unit vectors of a tilted plane over a k x k block (centred coordinates), as columns."""
+    offsets = np.arange(k) - (k - 1) / 2
+    yy, xx = np.meshgrid(offsets, offsets, indexing="ij")
+    basis = np.stack([yy.ravel(), xx.ravel()], axis=1)
+    return basis / np.linalg.norm(basis, axis=0)
 
 
-_PROJECTOR = _plane_projector(BLOCK)
+_SLOPES = _slope_basis(BLOCK)
 
 
 def image_statistics(images) -> dict:
-    """Per-image statistics of ``images`` ``(N, H, W)`` (H, W multiples of 8), as float arrays."""
+    """Per-image statistics of ``images`` ``(N, H, W)`` (H, W multiples of 8), as float arrays.
+
+    Vectorised over the whole stack (``predict`` measures every image it scores): a block's
+    scatter about its best-fitting plane is its scatter about its mean less the plane's two
+    slopes, which are orthogonal to the mean and to each other, so no per-block fit is solved."""
     x = np.asarray(images, dtype=np.float64)
     if x.ndim == 2:
         x = x[None]
@@ -68,27 +74,32 @@ def image_statistics(images) -> dict:
     if h % BLOCK or w % BLOCK or h < 2 * BLOCK or w < 2 * BLOCK:
         raise LenszooError(f"image statistics need sides that are multiples of {BLOCK} (>= {2 * BLOCK}); got {h}x{w}")
     blocks = x.reshape(n, h // BLOCK, BLOCK, w // BLOCK, BLOCK).transpose(0, 1, 3, 2, 4).reshape(n, -1, BLOCK * BLOCK)
-    residual = blocks - blocks @ _PROJECTOR.T
-    scatter = np.sqrt((residual ** 2).sum(-1) / (BLOCK * BLOCK - 3))
-    quiet = np.argsort(scatter, axis=1)[:, :QUIET_BLOCKS]
+    means = blocks.mean(-1)
+    centred = blocks - means[..., None]
+    tilt_y, tilt_x = centred @ _SLOPES[:, 0], centred @ _SLOPES[:, 1]
+    residual = np.einsum("nbk,nbk->nb", centred, centred) - tilt_y ** 2 - tilt_x ** 2
+    scatter = np.sqrt(np.maximum(residual, 0) / (BLOCK * BLOCK - 3))
+    quiet = np.argpartition(scatter, QUIET_BLOCKS - 1, axis=1)[:, :QUIET_BLOCKS]  # the quietest, in any order
     sigma = np.take_along_axis(scatter, quiet, 1).mean(1)
-    level = np.take_along_axis(blocks.mean(-1), quiet, 1).mean(1)
+    level = np.take_along_axis(means, quiet, 1).mean(1)
     flat = x.reshape(n, -1)
-    peak = np.abs(flat).max(1)
+    high, low = flat.max(1), flat.min(1)
+    peak = np.maximum(high, -low)
     safe_sigma = np.where(sigma > 0, sigma, np.nan)
-    bright = np.clip(x - (level + 3 * sigma)[:, None, None], 0, None)
-    total = bright.sum((1, 2))
-    yy, xx = np.mgrid[0:h, 0:w]
+    bright = x - (level + 3 * sigma)[:, None, None]
+    np.maximum(bright, 0, out=bright)
+    rows = bright.sum(2)
+    total = rows.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cy = (bright * yy).sum((1, 2)) / total - (h - 1) / 2
-        cx = (bright * xx).sum((1, 2)) / total - (w - 1) / 2
+        cy = rows @ np.arange(h) / total - (h - 1) / 2
+        cx = bright.sum(1) @ np.arange(w) / total - (w - 1) / 2
         noise_to_peak = sigma / np.where(peak > 0, peak, np.nan)
     return {
         "background_level": level / safe_sigma,
         "noise_to_peak": noise_to_peak,
         "centroid_offset": np.where(total > 0, np.hypot(cx, cy), np.nan),
-        "pedestal": (flat.min(1) >= 0) & (level > 0),
-        "saturated": (flat >= flat.max(1, keepdims=True)).mean(1) >= SATURATED_SHARE,
+        "pedestal": (low >= 0) & (level > 0),
+        "saturated": np.count_nonzero(flat == high[:, None], axis=1) >= SATURATED_SHARE * h * w,
     }
 
 

@@ -160,7 +160,7 @@ def predict_tta(model, images, preprocess, device, batch_size, task):
     probabilities averaged, returned as log-probabilities (their softmax is the average), or the
     mean regressed value."""
     from .metrics import predict
-    from .scoring import view_average
+    from .inference.scorer import view_average
 
     x = preprocess(images) if preprocess is not None else images
     mean = view_average(lambda view: predict(model, view, device, batch_size), x, task)

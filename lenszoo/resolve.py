@@ -188,7 +188,8 @@ def load_model(name, *, task: str | None = None, dataset: str | None = None, dev
         entry = find_entry(ref.arch, ref.task, ref.dataset, tag=ref.tag)
         model = load_checkpoint(resolve_entry(entry), device=device, trainable=trainable)
         model.lenszoo_config["released"] = {k: entry.get(k) for k in
-                                            ("file", "sha256", "config_sha256", "hf_repo_id", "hf_revision")}
+                                            ("file", "sha256", "config_sha256", "hf_repo_id", "hf_revision",
+                                             "bf16_parity")}
     else:
         model = load_checkpoint(ref.checkpoint_folder, device=device, trainable=trainable)
     model.lenszoo_source = ref

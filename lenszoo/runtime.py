@@ -116,6 +116,35 @@ def autocast(precision: str, device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+# CPU flags of native bfloat16 arithmetic (AVX512-BF16, AMX): without them torch emulates bf16,
+# several times slower than fp32.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The instruction-set flags /proc/cpuinfo lists (empty where there is none: not Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def native_bf16(device) -> bool:
+    """Whether ``device`` computes in bfloat16 natively: a CUDA GPU that supports it, or a CPU
+    with one of ``BF16_CPU_FLAGS``."""
+    if device.type == "cuda":
+        import torch
+
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return bool(set(BF16_CPU_FLAGS) & cpu_flags())
+    return False
+
+
 def hardware_name(device) -> str:
     """What a run trained on, for its checkpoint's record: the GPU's or the CPU's model name."""
     import platform

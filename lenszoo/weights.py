@@ -82,7 +82,12 @@ ENTRY_FIELDS = {
     # ``default`` marks the weights an untagged name means (else the untagged entry)
     "tag": ((str, type(None)), False), "default": (bool, False),
     "input_contract": (dict, False),  # what its training images were (lenszoo/contract.py), as in config.json
+    # what bf16 inference changed against fp32 (benchmarks/bf16_parity.py); beyond the limits in
+    # lenszoo/inference/scorer.py, `predict --precision auto` keeps fp32 for these weights
+    "bf16_parity": (dict, False),
 }
+BF16_PARITY_FIELDS = {"split": str, "n": int, "accuracy_change": float, "max_probability_change": float,
+                      "mae_change": float}
 
 
 def entry_key(entry: dict) -> tuple:
@@ -123,6 +128,14 @@ def validate_manifest(manifest) -> list[str]:
         for name in ("arch", "dataset"):
             if isinstance(entry.get(name), str) and not is_valid_name(entry[name]):
                 problems.append(f"{label}: {name} {entry[name]!r} is not a valid name")
+        parity = entry.get("bf16_parity")
+        if isinstance(parity, dict):
+            for name, value in parity.items():
+                kind = BF16_PARITY_FIELDS.get(name)
+                if kind is None or isinstance(value, bool) or not (
+                        isinstance(value, kind) or (kind is float and isinstance(value, int)) or value is None):
+                    problems.append(f"{label}: bf16_parity.{name} must be one of "
+                                    f"{', '.join(BF16_PARITY_FIELDS)} holding a {getattr(kind, '__name__', 'value')}")
         if isinstance(entry.get("size"), int) and entry["size"] <= 0:
             problems.append(f"{label}: size must be positive")
         for name in ("folder", "file"):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lenszoo.files import hold_lock, lock_beside, lock_inside, sha256_file
-from lenszoo.scoring import RowWriter
+from lenszoo.inference.writer import RowWriter
 
 from .test_bad_input import TINY, cli, one_line_error, probe, run_dir, snapshot  # noqa: F401 - fixtures
 
@@ -247,7 +247,7 @@ def test_parts_merge_into_the_single_process_table(stacks, tmp_path, parts):
 ])
 def test_parts_deleted_after_they_finished_are_not_merged_from_their_markers(stacks, parts, monkeypatch, rerun,
                                                                              fragment):
-    import lenszoo.scoring
+    import lenszoo.inference.scorer
 
     part(parts, 0).unlink()
     part(parts, 1).unlink()  # the markers remain
@@ -255,7 +255,7 @@ def test_parts_deleted_after_they_finished_are_not_merged_from_their_markers(sta
         assert rank(stacks, parts, 0, 2).exit_code == 0
     else:
         assert rank(stacks, parts, 1, 2).exit_code == 0
-        real, calls = lenszoo.scoring.Scorer.__call__, []
+        real, calls = lenszoo.inference.scorer.Scorer.__call__, []
 
         def killed_after_one_batch(self, images):
             calls.append(len(images))
@@ -263,7 +263,7 @@ def test_parts_deleted_after_they_finished_are_not_merged_from_their_markers(sta
                 raise KeyboardInterrupt
             return real(self, images)
 
-        monkeypatch.setattr(lenszoo.scoring.Scorer, "__call__", killed_after_one_batch)
+        monkeypatch.setattr(lenszoo.inference.scorer.Scorer, "__call__", killed_after_one_batch)
         assert rank(stacks, parts, 0, 2, "--batch-size", 2).exit_code != 0
         monkeypatch.undo()
         assert len(part(parts, 0).read_text().splitlines()) == 1 + 2  # the batch it finished
@@ -303,14 +303,14 @@ def test_merge_checks_every_part_against_its_marker(parts, forge, fragment):
 
 
 def test_a_restarted_part_clears_its_marker_until_it_is_finished_again(stacks, parts, monkeypatch):
-    import lenszoo.scoring
+    import lenszoo.inference.scorer
 
     np.save(stacks / "3b.npy", np.load(stacks / "3.npy"))  # the survey grew: rank 1 has more to score
 
     def killed(self, images):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(lenszoo.scoring.Scorer, "__call__", killed)
+    monkeypatch.setattr(lenszoo.inference.scorer.Scorer, "__call__", killed)
     assert rank(stacks, parts, 1, 2, "--resume").exit_code != 0
     monkeypatch.undo()
     assert not marker(parts, 1).exists()

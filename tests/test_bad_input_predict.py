@@ -20,7 +20,7 @@ from PIL import Image
 
 import lenszoo
 from lenszoo.errors import LenszooError
-from lenszoo.scoring import SOME_FAILED
+from lenszoo.inference.options import SOME_FAILED
 
 from .test_bad_input import cli
 
@@ -132,16 +132,16 @@ def test_every_hostile_header_at_once_through_a_reading_worker(tmp_path, images)
 
 @pytest.mark.parametrize("error", [MemoryError, RuntimeError, KeyError])
 def test_any_failure_reading_one_file_skips_that_file(tmp_path, images, monkeypatch, error):
-    import lenszoo.scoring
+    import lenszoo.inference.readers
 
-    real = lenszoo.scoring._read_npy
+    real = lenszoo.inference.readers._read_npy
 
     def flaky(path, hdu):
         if Path(path).name == "bad.npy":
             raise error("the reader broke")
         return real(path, hdu)
 
-    monkeypatch.setattr(lenszoo.scoring, "_read_npy", flaky)
+    monkeypatch.setattr(lenszoo.inference.readers, "_read_npy", flaky)
     for name in ("bad.npy", "good.npy"):
         np.save(tmp_path / name, images[:2])
     out = tmp_path / "scores.csv"
@@ -155,7 +155,7 @@ def test_any_failure_reading_one_file_skips_that_file(tmp_path, images, monkeypa
 RESIZE_PEAK = """
 import numpy as np
 import torch
-from lenszoo.scoring import fit_size
+from lenszoo.inference.inputs import fit_size
 
 def kib(field):
     with open("/proc/self/status") as status:
@@ -185,13 +185,13 @@ def test_resize_holds_little_beyond_the_resampled_images():
 def test_resampling_in_chunks_matches_resampling_at_once(images, method, monkeypatch):
     import torch.nn.functional as F
 
-    import lenszoo.scoring
+    import lenszoo.inference.inputs
 
-    monkeypatch.setattr(lenszoo.scoring, "RESIZE_CHUNK_PIXELS", 3 * (48 * 48 + 64 * 64), raising=False)
+    monkeypatch.setattr(lenszoo.inference.inputs, "RESIZE_CHUNK_PIXELS", 3 * (48 * 48 + 64 * 64), raising=False)
     stack = np.concatenate([images] * 2)[:, 8:56, 8:56].copy()  # 12 images of 48×48, 3 at a time
     kwargs = {"antialias": True, "align_corners": False} if method in ("bilinear", "bicubic") else {}
     whole = F.interpolate(torch.from_numpy(stack)[:, None], size=(64, 64), mode=method, **kwargs)[:, 0].numpy()
-    np.testing.assert_allclose(lenszoo.scoring.fit_size(stack, method), whole, atol=1e-6)
+    np.testing.assert_allclose(lenszoo.inference.inputs.fit_size(stack, method), whole, atol=1e-6)
 
 
 # -- a killed predict takes its reading workers with it ----------------------------------------------
@@ -322,6 +322,8 @@ API_ERRORS = [pytest.param(options, fragment, id=",".join(f"{k}={v}" for k, v in
     ({"hdu": -1}, "hdu must be a whole number >= 0", ()),
     ({"tta": "yes"}, "tta must be True or False", ()),
     ({"engine": "tensorrt"}, "engine must be one of torch, onnxruntime", ()),
+    ({"precision": "fp16"}, "precision must be one of auto, fp32, bf16", ()),
+    ({"precision": "bf16", "engine": "onnxruntime"}, "precision='bf16' runs with engine='torch'", ()),
     ({"device": "tpu"}, "unknown device 'tpu'", ()),
     ({"device": "cuda"}, "no CUDA GPU is visible; use cpu or auto",
      pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
@@ -335,6 +337,18 @@ def test_python_predict_refuses_bad_options_in_one_clear_error(tmp_path, images,
     with pytest.raises(LenszooError) as caught:
         lenszoo.predict(model, images[:2] if given == "array" else tmp_path, **options)
     assert fragment in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (["--precision", "fp16"], "'fp16' is not one of 'auto', 'fp32', 'bf16'"),
+    (["--precision", "bf16", "--engine", "onnxruntime"], "--precision bf16 runs with --engine torch"),
+], ids=["unknown", "bf16-onnxruntime"])
+def test_a_precision_predict_cannot_run_is_one_line_before_anything_is_written(tmp_path, images, options, fragment):
+    from .test_bad_input import one_line_error
+
+    np.save(tmp_path / "x.npy", images[:2])
+    one_line_error(run_predict(tmp_path / "x.npy", "--out", tmp_path / "s.csv", *options), fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
 
 
 @pytest.mark.parametrize("inputs, fragment", [

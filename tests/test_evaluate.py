@@ -180,7 +180,7 @@ def test_tta_evaluation_is_invariant_to_the_eight_transforms_and_reported(tmp_pa
 
     import lenszoo
     from lenszoo.evaluate import evaluate_model, predict_tta
-    from lenszoo.scoring import dihedral_views
+    from lenszoo.inference.scorer import dihedral_views
 
     torch.manual_seed(0)
     model = lenszoo.create_model("hnet", task="classify").eval()

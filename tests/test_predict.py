@@ -15,7 +15,8 @@ import lenszoo
 from lenszoo.checkpoint import save_checkpoint
 from lenszoo.cli import main
 from lenszoo.data.normalization import NORMALIZATION
-from lenszoo.scoring import SOME_FAILED, dihedral_views
+from lenszoo.inference.options import SOME_FAILED
+from lenszoo.inference.scorer import dihedral_views
 
 CLASSES = ["p_no_sub", "p_cdm", "p_axion"]
 
@@ -216,7 +217,7 @@ def test_regression_rows_and_the_fits_hdu_option(tmp_path, checkpoints, images):
     result = cli("predict", checkpoints["regress"], path, "--hdu", 1, "--out", out, "--quiet")
     assert result.exit_code == 0, result.output
     rows = read_rows(out)
-    assert list(rows[0]) == ["source", "index", "log10_m_a", "flags", "tta", "model", "model_sha256"]
+    assert list(rows[0]) == ["source", "index", "log10_m_a", "flags", "tta", "precision", "model", "model_sha256"]
     assert [int(r["index"]) for r in rows] == [0, 1, 2]
     want = lenszoo.predict(str(checkpoints["regress"]), images[2:5])
     np.testing.assert_allclose([float(r["log10_m_a"]) for r in rows], [w["log10_m_a"] for w in want], atol=1e-4)

@@ -114,12 +114,15 @@ class Preprocess:
         tensor = tensor.float()
         if tensor.ndim < 2:
             raise LenszooError(f"images must have shape (..., H, W), got {tuple(tensor.shape)}")
-        finite = torch.isfinite(tensor)
-        if not bool(finite.all()):
-            flat = finite.reshape(-1, *tensor.shape[-2:]).all(dim=(-2, -1))
-            bad = int((~flat).nonzero()[0, 0])
-            raise LenszooError(f"image {bad} (of {flat.numel()}) has NaN or infinite pixels; "
-                               "mask or fill them before scoring (a network would turn them into NaN outputs)")
+        # A NaN or infinite pixel makes its image's sum non-finite, so one cheap reduction clears a
+        # batch; only a batch it does not clear (or whose sums overflow) is checked pixel by pixel.
+        if not bool(torch.isfinite(tensor.sum(dim=(-2, -1))).all()):
+            finite = torch.isfinite(tensor)
+            if not bool(finite.all()):
+                flat = finite.reshape(-1, *tensor.shape[-2:]).all(dim=(-2, -1))
+                bad = int((~flat).nonzero()[0, 0])
+                raise LenszooError(f"image {bad} (of {flat.numel()}) has NaN or infinite pixels; mask or fill them "
+                                   "before scoring (a network would turn them into NaN outputs)")
         out = self._normalize(tensor)
         if self.input_size[0] == 1 and out.ndim in (2, 3):
             out = out.reshape(-1, 1, *out.shape[-2:])
