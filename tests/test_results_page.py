@@ -253,7 +253,10 @@ def test_the_page_opens_with_its_tables_and_each_note_sits_under_its_table():
     from lenszoo.report_page import SECTIONS
 
     text = PAGE.read_text()
-    assert text.index("## Table 1:") < text.index("\n| ") < 1000  # no prose before the first table
+    head = text[:text.index("## Table 1:")].strip().split("\n\n")
+    # before Table 1: the marker, the title, the generated-by line and the list of contents; no prose
+    assert len(head) == 4 and head[1] == "# Results" and head[3].startswith("Each table and figure is followed")
+    assert text.index("## Table 1:") < text.index("\n| ")
     placed, others = split_notes(NOTES.read_text(), [s.key for s in SECTIONS])
     assert {"classification", "regression", "claim", "control", "compute"} <= set(placed)
     parts = text.split("\n## ")
