@@ -30,6 +30,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 DOCS_BEGIN = "<!-- bf16 parity: written by benchmarks/bf16_parity.py --write-docs -->"
 DOCS_END = "<!-- /bf16 parity -->"
@@ -170,14 +171,9 @@ def markdown(record: dict) -> str:
 
 
 def write_docs(path: Path, text: str):
-    from lenszoo.files import atomic_write_text
+    from docs_block import write_block
 
-    page = path.read_text(encoding="utf-8")
-    if DOCS_BEGIN not in page or DOCS_END not in page:
-        raise SystemExit(f"{path} has no {DOCS_BEGIN} ... {DOCS_END} block to fill")
-    head, rest = page.split(DOCS_BEGIN, 1)
-    _, tail = rest.split(DOCS_END, 1)
-    atomic_write_text(path, f"{head}{DOCS_BEGIN}\n{text}\n{DOCS_END}{tail}")
+    write_block(path, DOCS_BEGIN, DOCS_END, text)
 
 
 def main(argv=None):
@@ -191,10 +187,19 @@ def main(argv=None):
                         help="Where stored splits are looked for, as DATASET-SPLIT folders [default: data/].")
     parser.add_argument("--record", type=Path, help="Also write the figures as JSON here.")
     parser.add_argument("--write-docs", type=Path, help="Replace the marked table in this Markdown file.")
+    parser.add_argument("--from-record", type=Path,
+                        help="Measure nothing: render (and --write-docs / --write-manifest) this kept record.")
+    parser.add_argument("--write-manifest", type=Path, metavar="MANIFEST",
+                        help="Copy each row's bf16_parity into the MANIFEST entry of the same weights (sha256).")
     args = parser.parse_args(argv)
     if args.n_per_class < 1:
         parser.error("--n-per-class must be >= 1")
-    record = measure(args.archs, args.datasets, args.tasks, args.n_per_class, args.batch_size, args.data_root)
+    if args.from_record:
+        record = json.loads(args.from_record.read_text(encoding="utf-8"))
+        if record.get("format") != "lenszoo-bf16-parity":
+            raise SystemExit(f"{args.from_record} is not a record of this benchmark")
+    else:
+        record = measure(args.archs, args.datasets, args.tasks, args.n_per_class, args.batch_size, args.data_root)
     if not record["rows"]:
         raise SystemExit("no released weights matched (or none are available here)")
     text = markdown(record)
@@ -205,6 +210,32 @@ def main(argv=None):
         atomic_write_json(args.record, record)
     if args.write_docs:
         write_docs(args.write_docs, text)
+    if args.write_manifest:
+        print(write_manifest(args.write_manifest, record), file=sys.stderr)
+
+
+def write_manifest(path: Path, record: dict) -> str:
+    """Set ``bf16_parity`` on each manifest entry a row measured (matched by arch, task, dataset, tag
+    and the weights' sha256, so a row never lands on other weights); the manifest is checked whole."""
+    from lenszoo.files import atomic_write_json
+    from lenszoo.weights import validate_manifest
+
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    by_identity = {(e["arch"], e["task"], e["dataset"], e.get("tag"), e["sha256"]): e for e in manifest["weights"]}
+    written, unmatched = 0, []
+    for row in record["rows"]:
+        entry = by_identity.get((row["arch"], row["task"], row["dataset"], row.get("tag"), row["weights_sha256"]))
+        if entry is None:
+            unmatched.append(f"{row['arch']}/{row['task']}/{row['dataset']}")
+            continue
+        entry["bf16_parity"] = row["bf16_parity"]
+        written += 1
+    problems = validate_manifest(manifest)
+    if problems:
+        raise SystemExit(f"{path} would be invalid: {problems[0]}")
+    atomic_write_json(path, manifest, sort_keys=False)
+    return (f"bf16_parity written to {written} entries of {path}"
+            + (f"; not in it (other weights): {', '.join(unmatched)}" if unmatched else ""))
 
 
 if __name__ == "__main__":

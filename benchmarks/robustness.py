@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 NUISANCES = ("clean", "sky +1σ", "sky −1σ", "sky +3σ", "sky +10σ", "noise ×2", "min–max PNG")
 DOCS_BEGIN = "<!-- robustness: written by benchmarks/robustness.py --write-docs -->"
@@ -154,12 +155,9 @@ def markdown(record: dict) -> str:
 
 
 def write_docs(path: Path, text: str):
-    page = path.read_text()
-    if DOCS_BEGIN not in page or DOCS_END not in page:
-        raise SystemExit(f"{path} has no {DOCS_BEGIN} ... {DOCS_END} block to fill")
-    head, rest = page.split(DOCS_BEGIN, 1)
-    _, tail = rest.split(DOCS_END, 1)
-    path.write_text(f"{head}{DOCS_BEGIN}\n{text}\n{DOCS_END}{tail}")
+    from docs_block import write_block
+
+    write_block(path, DOCS_BEGIN, DOCS_END, text)
 
 
 def main(argv=None):
@@ -171,15 +169,23 @@ def main(argv=None):
     parser.add_argument("--calibrate", action="store_true", help="Flag rates on the val split only.")
     parser.add_argument("--record", type=Path, help="Also write the figures as JSON here.")
     parser.add_argument("--write-docs", type=Path, help="Replace the marked table in this Markdown file.")
+    parser.add_argument("--from-record", type=Path, help="Measure nothing: render (and --write-docs) this kept record.")
     args = parser.parse_args(argv)
     if args.calibrate:
         calibrate(args.datasets, args.n_per_class, args.seed)
         return
-    record = table(args.datasets, args.archs, args.n_per_class, args.seed)
+    if args.from_record:
+        record = json.loads(args.from_record.read_text(encoding="utf-8"))
+        if record.get("format") != "lenszoo-robustness":
+            raise SystemExit(f"{args.from_record} is not a record of this benchmark")
+    else:
+        record = table(args.datasets, args.archs, args.n_per_class, args.seed)
     text = markdown(record)
     print(text)
     if args.record:
-        args.record.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+        from lenszoo.files import atomic_write_json
+
+        atomic_write_json(args.record, record)
     if args.write_docs:
         write_docs(args.write_docs, text)
 

@@ -1,0 +1,76 @@
+"""Tables that benchmarks write into the docs come from their kept records, never typed by hand."""
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))  # docs_block, as the scripts import it
+TABLES = [  # (benchmark script, its kept record, the page holding its block)
+    ("robustness.py", REPO / "docs" / "results-data" / "robustness.json", REPO / "docs" / "predict.md"),
+    ("bf16_parity.py", REPO / "docs" / "results-data" / "bf16_parity.json", REPO / "docs" / "predict.md"),
+]
+
+
+def benchmark(script):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{script[:-3]}", REPO / "benchmarks" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("script, record, page", TABLES, ids=[t[0] for t in TABLES])
+def test_a_pages_table_is_its_record_rendered(script, record, page):
+    module = benchmark(script)
+    from docs_block import read_block
+
+    block = read_block(page, module.DOCS_BEGIN, module.DOCS_END)
+    if not record.is_file():
+        assert block.startswith("Not yet measured"), f"{page} shows a table but {record} is not kept"
+        return
+    assert block == module.markdown(json.loads(record.read_text(encoding="utf-8"))), \
+        f"the table in {page} is not {record} rendered: run benchmarks/{script} --from-record {record} --write-docs {page}"
+
+
+def test_the_manifests_bf16_parity_is_the_kept_records():
+    record = REPO / "docs" / "results-data" / "bf16_parity.json"
+    entries = json.loads((REPO / "weights_manifest.json").read_text())["weights"]
+    rows = {r["weights_sha256"]: r["bf16_parity"] for r in json.loads(record.read_text())["rows"]} \
+        if record.is_file() else {}
+    for entry in entries:
+        if "bf16_parity" in entry:
+            assert rows.get(entry["sha256"]) == entry["bf16_parity"], f"{entry['folder']}: bf16_parity not from {record}"
+
+
+def test_a_page_without_the_block_is_refused_untouched(tmp_path):
+    from docs_block import write_block
+
+    page = tmp_path / "page.md"
+    page.write_text("no markers here\n")
+    with pytest.raises(SystemExit, match="no <!-- x --> ... <!-- /x --> block"):
+        write_block(page, "<!-- x -->", "<!-- /x -->", "table")
+    assert page.read_text() == "no markers here\n"
+    page.write_text("a\n<!-- x -->\nold\n<!-- /x -->\nb\n")
+    write_block(page, "<!-- x -->", "<!-- /x -->", "new")
+    assert page.read_text() == "a\n<!-- x -->\nnew\n<!-- /x -->\nb\n"
+
+
+def test_parity_lands_only_on_the_weights_it_measured(tmp_path):
+    module = benchmark("bf16_parity.py")
+    manifest = tmp_path / "weights_manifest.json"
+    shutil.copy(REPO / "weights_manifest.json", manifest)
+    entries = json.loads(manifest.read_text())["weights"]
+    first, second = entries[0], entries[1]
+    parity = {"split": "holdout", "n": 30, "accuracy_change": 0.0, "max_probability_change": 0.001}
+    rows = [{"arch": first["arch"], "task": first["task"], "dataset": first["dataset"], "tag": first.get("tag"),
+             "weights_sha256": first["sha256"], "bf16_parity": parity},
+            {"arch": second["arch"], "task": second["task"], "dataset": second["dataset"], "tag": second.get("tag"),
+             "weights_sha256": "0" * 64, "bf16_parity": parity}]  # other weights than the manifest's
+    said = module.write_manifest(manifest, {"rows": rows})
+    after = json.loads(manifest.read_text())["weights"]
+    assert after[0]["bf16_parity"] == parity and "bf16_parity" not in after[1]
+    assert "written to 1 entries" in said and "not in it" in said
