@@ -104,7 +104,7 @@ def parity(model, images, targets, batch_size: int) -> dict:
     return change
 
 
-def measure(archs, datasets, tasks, n_per_class: int, batch_size: int, data_root: Path) -> dict:
+def measure(archs, datasets, tasks, n_per_class: int, batch_size: int, data_root: Path, tags=None) -> dict:
     import lenszoo
     from lenszoo.inference.scorer import BF16_LIMITS, bf16_keeps_parity
     from lenszoo.runtime import hardware_name, native_bf16
@@ -113,7 +113,8 @@ def measure(archs, datasets, tasks, n_per_class: int, batch_size: int, data_root
     import torch
 
     entries = [e for e in released_weights() if (not archs or e["arch"] in archs)
-               and (not datasets or e["dataset"] in datasets) and e["task"] in tasks]
+               and (not datasets or e["dataset"] in datasets) and e["task"] in tasks
+               and (tags is None or (e.get("tag") or "-") in tags)]
     data: dict[tuple, tuple] = {}
     rows = []
     for entry in entries:
@@ -181,6 +182,11 @@ def main(argv=None):
     parser.add_argument("--archs", nargs="*", default=None, help="Only these architectures [default: all released].")
     parser.add_argument("--datasets", nargs="*", default=None, help="Only these datasets [default: all].")
     parser.add_argument("--tasks", nargs="+", default=["classify", "regress"], choices=["classify", "regress"])
+    parser.add_argument("--tags", nargs="+", default=None,
+                        help="Only weights with these tags ('-' for untagged) [default: all].")
+    parser.add_argument("--add-to", type=Path, metavar="RECORD",
+                        help="Keep this record's rows for weights not measured now (same machine and n only) and "
+                             "write the union to --record.")
     parser.add_argument("--n-per-class", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--data-root", type=Path, default=REPO / "data",
@@ -199,7 +205,10 @@ def main(argv=None):
         if record.get("format") != "lenszoo-bf16-parity":
             raise SystemExit(f"{args.from_record} is not a record of this benchmark")
     else:
-        record = measure(args.archs, args.datasets, args.tasks, args.n_per_class, args.batch_size, args.data_root)
+        record = measure(args.archs, args.datasets, args.tasks, args.n_per_class, args.batch_size, args.data_root,
+                         args.tags)
+        if args.add_to:
+            record = add_rows(json.loads(args.add_to.read_text(encoding="utf-8")), record, args.add_to)
     if not record["rows"]:
         raise SystemExit("no released weights matched (or none are available here)")
     text = markdown(record)
@@ -212,6 +221,24 @@ def main(argv=None):
         write_docs(args.write_docs, text)
     if args.write_manifest:
         print(write_manifest(args.write_manifest, record), file=sys.stderr)
+
+
+def row_key(row: dict) -> tuple:
+    return row["arch"], row["task"], row["dataset"], row.get("tag")
+
+
+def add_rows(kept: dict, new: dict, where: Path) -> dict:
+    """``new`` plus the rows of ``kept`` for weights it did not measure; one table must come from one
+    machine and one sample size, so a record from elsewhere is refused."""
+    for key in ("format", "hardware", "native_bf16", "n_per_class", "torch"):
+        if kept.get(key) != new.get(key):
+            raise SystemExit(f"{where} was measured with {key}={kept.get(key)!r}, this run with {new.get(key)!r}: "
+                             "measure everything again instead of --add-to")
+    measured = {row_key(row) for row in new["rows"]}
+    rows = [row for row in kept["rows"] if row_key(row) not in measured] + new["rows"]
+    rows.sort(key=lambda row: (row["arch"], row["task"], row.get("tag") or "", row["dataset"]))
+    return {**new, "date": kept["date"] if kept["date"] == new["date"] else f"{kept['date']}, {new['date']}",
+            "rows": rows}
 
 
 def write_manifest(path: Path, record: dict) -> str:

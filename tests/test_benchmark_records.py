@@ -74,3 +74,18 @@ def test_parity_lands_only_on_the_weights_it_measured(tmp_path):
     after = json.loads(manifest.read_text())["weights"]
     assert after[0]["bf16_parity"] == parity and "bf16_parity" not in after[1]
     assert "written to 1 entries" in said and "not in it" in said
+
+
+def test_added_rows_replace_the_same_weights_and_refuse_another_machine():
+    module = benchmark("bf16_parity.py")
+    head = {"format": "lenszoo-bf16-parity", "hardware": "cpu X", "native_bf16": False, "n_per_class": 1000,
+            "torch": "2", "date": "2026-12-07"}
+    row = lambda arch, tag, change: {"arch": arch, "task": "classify", "dataset": "B", "tag": tag,  # noqa: E731
+                                     "accuracy_change": change}
+    kept = {**head, "rows": [row("hnet", None, 0.1), row("hnet", "robust", 0.2)]}
+    new = {**head, "rows": [row("hnet", "robust", 0.3), row("etn", "robust", 0.4)]}
+    merged = module.add_rows(kept, new, "kept.json")
+    assert [(r["arch"], r["tag"], r["accuracy_change"]) for r in merged["rows"]] == [
+        ("etn", "robust", 0.4), ("hnet", None, 0.1), ("hnet", "robust", 0.3)]
+    with pytest.raises(SystemExit, match="hardware"):
+        module.add_rows(kept, {**new, "hardware": "cpu Y"}, "kept.json")
