@@ -99,7 +99,7 @@ def config_for_resume(run_dir, given: TrainConfig, given_fields: set[str]) -> Tr
         if not stored.get("stream"):
             stored["epoch_size"] = None  # an epoch was one pass over stored data
         runtime.add("threads")  # not recorded then
-    stored.setdefault("nuisance", "none")  # runs from before --nuisance drew none
+    stored.setdefault("nuisance", "none")  # a run.json without the option drew none
     conflicts = []
     for name in sorted(given_fields - runtime):
         if name in stored and getattr(given, name) != stored[name]:

@@ -264,16 +264,16 @@ class DatasetEntry:
 
 def _make_arch(plugin, package, name, builder, *, tasks=TASKS, description="", paper="",
                input_size=(1, 64, 64), model_args=None, parameters=None, inference_builder=None, role=None,
-               order=None, **legacy_model_args):
+               order=None, **keyword_model_args):
     """An ``Architecture``: metadata keywords describe it, ``model_args`` are its builder's defaults
     (extra keywords are taken as default model arguments too)."""
     check_name("architecture", name, f"plugin {plugin!r}")
     if model_args is not None and not isinstance(model_args, dict):
         raise TypeError(f"model_args of architecture {name!r} must be a dict")
-    clash = sorted(set(model_args or {}) & set(legacy_model_args))
+    clash = sorted(set(model_args or {}) & set(keyword_model_args))
     if clash:
         raise TypeError(f"architecture {name!r} gives {', '.join(clash)} both in model_args and as keywords")
-    default_kwargs = {**legacy_model_args, **(model_args or {})}
+    default_kwargs = {**keyword_model_args, **(model_args or {})}
     if not callable(builder):
         raise TypeError(f"builder for architecture {name!r} is not callable")
     tasks = tuple(tasks)
