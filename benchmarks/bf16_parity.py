@@ -108,7 +108,8 @@ def measure(archs, datasets, tasks, n_per_class: int, batch_size: int, data_root
     import lenszoo
     from lenszoo.inference.scorer import BF16_LIMITS, bf16_keeps_parity
     from lenszoo.runtime import hardware_name, native_bf16
-    from lenszoo.weights import WeightsUnavailable, entry_label, released_weights
+    from lenszoo.pretrained.manifest import entry_label, released_weights
+    from lenszoo.pretrained.source import WeightsUnavailable
 
     import torch
 

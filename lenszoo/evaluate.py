@@ -39,8 +39,8 @@ MAX_SIMULATED = 100_000  # per class, held in memory
 # -- the model -------------------------------------------------------------------------------
 def resolve_model(name, *, task=None, dataset=None, device="cpu"):
     """``(model, description)`` for a run directory, a checkpoint folder, ``hf-hub:...`` or a
-    registered architecture's released weights (``lenszoo.resolve`` decides which)."""
-    from .resolve import load_model
+    registered architecture's released weights (``lenszoo.pretrained.refs`` decides which)."""
+    from .pretrained.load import load_model
 
     model = load_model(name, task=task or "classify", dataset=dataset, device=device)
     return model, model.lenszoo_source.describe()
@@ -51,7 +51,7 @@ def trained_parameter_count(name, model, *, task=None, dataset=None) -> int:
     expanded from their basis (~18x the trained count for ``c8_steerable``): count the trainable form."""
     if (getattr(model, "lenszoo_config", None) or {}).get("form") != "inference":
         return sum(p.numel() for p in model.parameters())
-    from .resolve import load_model
+    from .pretrained.load import load_model
 
     source = getattr(model, "lenszoo_source", None)
     trainable = load_model(name, task=task or "classify", dataset=dataset or model.lenszoo_config.get("dataset"),

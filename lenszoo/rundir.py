@@ -23,7 +23,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import RUN_FILE, load_checkpoint, save_checkpoint
 from .errors import LenszooError
 from .files import atomic_folder, atomic_write_text, claim_output, hold_lock, lock_inside
 
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 RUN_FORMAT = "lenszoo-run"
 RUN_VERSION = 2
-RUN_FILE = "run.json"
 STATE_DIR = "state"
 LATEST_FILE = "LATEST"
 TRAINER_STATE = "trainer_state.pt"
@@ -100,7 +99,7 @@ def config_for_resume(run_dir, given: TrainConfig, given_fields: set[str]) -> Tr
         if not stored.get("stream"):
             stored["epoch_size"] = None  # an epoch was one pass over stored data
         runtime.add("threads")  # not recorded then
-    stored.setdefault("nuisance", "none")  # runs from before --nuisance drew none
+    stored.setdefault("nuisance", "none")  # a run.json without the option drew none
     conflicts = []
     for name in sorted(given_fields - runtime):
         if name in stored and getattr(given, name) != stored[name]:

@@ -28,7 +28,7 @@ def export_command(model, onnx_path, task, dataset, opset, check, as_json):
     """
     from ..export import check_onnx_path, export_onnx
     from ..files import hold_lock, lock_beside
-    from ..resolve import load_model
+    from ..pretrained.load import load_model
 
     path = check_onnx_path(onnx_path)  # before the lock and the model
     with hold_lock(lock_beside(path), target=path, option="--onnx"):  # one export writes a path at a time

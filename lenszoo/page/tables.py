@@ -245,7 +245,7 @@ def curve_table(main) -> str:
 def headline_table(entries: list[dict], paper_rows: dict | None = None) -> str:
     """One row per architecture: the released checkpoints' test metrics (classification accuracy,
     regression MAE in dex) beside the seed paper's accuracy; '—' where nothing is released."""
-    from ..weights import is_default
+    from ..pretrained.manifest import is_default
     from .select import ORDER
 
     paper_rows = paper_rows or {}

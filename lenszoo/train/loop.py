@@ -144,7 +144,7 @@ def train(config: TrainConfig, *, resume: bool = False, given_fields: set[str] |
 def init_checkpoint(config) -> Path:
     """The checkpoint folder ``--init`` names, checked to hold weights of this run's arch and task."""
     from ..checkpoint import read_config
-    from ..resolve import resolve_name
+    from ..pretrained.refs import resolve_name
 
     folder = resolve_name(config.init, accept=("run", "checkpoint")).checkpoint_folder
     saved = read_config(folder)
