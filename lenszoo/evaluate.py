@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import LenszooError
 from .files import claim_output, json_says, output_folder, path_within
+from .plotting import pyplot
 from .metrics import (  # noqa: F401 - re-exported, evaluate's public names before 0.2
     classification_metrics,
     predict_raw,
@@ -206,20 +207,11 @@ def _headline(task, metrics):
 
 
 # -- plots -------------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_roc(path, logits, targets, title):
     import torch
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    plt = _pyplot()
+    plt = pyplot()
     probs = torch.softmax(logits.double(), 1).numpy()
     y = targets.numpy().astype(int)
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -238,7 +230,7 @@ def plot_roc(path, logits, targets, title):
 
 
 def plot_confusion(path, matrix, title):
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.asarray(matrix)
     fractions = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(5, 4.5))
@@ -256,7 +248,7 @@ def plot_confusion(path, matrix, title):
 
 
 def plot_scatter(path, predictions, targets, metrics, title):
-    plt = _pyplot()
+    plt = pyplot()
     pred = predictions.reshape(-1).numpy()
     true = targets.reshape(-1).numpy()
     fig, ax = plt.subplots(figsize=(5, 5))

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LenszooError
+from .markdown import table
 from .tasks import CLASS_NAMES
 
 DEFAULT_BINS_PERCENT = (0.2, 0.5, 1.0, 2.0, 5.0)
@@ -276,10 +277,9 @@ def _order(key):
 def draw_curves(chosen: dict, path, threshold: float = DETECTION_AUC) -> None:
     """AUC against the substructure fraction (log scale), one curve per architecture: a row of two
     panels (cdm vs no_sub, axion vs no_sub) per dataset."""
-    import matplotlib
+    from .plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     datasets = sorted({dataset for dataset, _ in chosen})
     fig, axes = plt.subplots(len(datasets), len(PAIRS), figsize=(11, 3.8 * len(datasets)), squeeze=False)
@@ -349,8 +349,6 @@ def _pooled(bins, bounds, pair="cdm_vs_no_sub") -> dict:
 def ranking_table(chosen: dict, dataset: str, pair: str = "cdm_vs_no_sub") -> str | None:
     """The architectures on ``dataset`` ranked by their AUC in the highest bin all of them measured,
     and pooled over every bin all of them measured; rank = 1 + the number that beat it by > 2 SE."""
-    from .report import markdown_table
-
     keys = sorted((k for k in chosen if k[0] == dataset), key=_order)
     if len(keys) < 2:
         return None
@@ -373,7 +371,7 @@ def ranking_table(chosen: dict, dataset: str, pair: str = "cdm_vs_no_sub") -> st
         ranked.append(((*ranks, -scores[key][0]["auc"], -scores[key][1]["auc"]), [f"`{key[1]}`", *cells]))
     rows = [row for _, row in sorted(ranked, key=lambda item: item[0])]
     common_text = ", ".join(bin_label(b) for b in sorted(common))
-    return markdown_table(["architecture", f"rank at {bin_label(top)}", f"AUC at {bin_label(top)}", "beats (> 2 SE)",
+    return table(["architecture", f"rank at {bin_label(top)}", f"AUC at {bin_label(top)}", "beats (> 2 SE)",
                            "rank, bins pooled", f"AUC pooled over {common_text}", "beats (> 2 SE)"], rows)
 
 
@@ -385,8 +383,6 @@ def sensitivity_section(records, figure_path, *, link: str | None = None, releas
 
     Only classifier evaluations on the ``test`` and ``holdout`` splits (``splits``) of the dataset the
     weights were trained on are shown."""
-    from .report import markdown_table
-
     chosen = curves(records, released=released, splits=splits)
     if not chosen:
         return None
@@ -409,14 +405,14 @@ def sensitivity_section(records, figure_path, *, link: str | None = None, releas
             cells = [_auc_text(by_bounds[e][pair]) if e in by_bounds else "—" for e in edges]
             rows.append([key[0], f"`{key[1]}`", *cells])
         parts += [f"### {PAIR_TITLES[pair]}: AUC ± SE (n) by f", "",
-                  markdown_table(["dataset", "architecture", *(bin_label(e) for e in edges)], rows), ""]
+                  table(["dataset", "architecture", *(bin_label(e) for e in edges)], rows), ""]
     parts += [f"### The smallest fraction each architecture detects (AUC ≥ {threshold:g})", ""]
     parts += [_detection_sentence(dataset, arch, chosen[(dataset, arch)]["bins"], threshold) for dataset, arch in keys]
     parts.append("")
     for dataset in sorted({k[0] for k in keys}):
-        table = ranking_table(chosen, dataset)
-        if table:
+        ranking = ranking_table(chosen, dataset)
+        if ranking:
             parts += [f"### Ranking on {dataset} (cdm vs no_sub)", "",
                       "A beats B only if the difference of their AUCs exceeds 2 SE (√(SE_A² + SE_B²)); an "
-                      "architecture's rank is 1 + the number of architectures that beat it.", "", table, ""]
+                      "architecture's rank is 1 + the number of architectures that beat it.", "", ranking, ""]
     return "\n".join(parts).rstrip() + "\n"

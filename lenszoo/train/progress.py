@@ -59,10 +59,9 @@ def budget_fit_note(config: TrainConfig, *, seconds_per_epoch: float, seconds_le
 
 def plot_learning_curve(path: Path, history: list[dict], task: str):
     """Loss and the task's main metric against images seen, train and validation."""
-    import matplotlib
+    from ..plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     seen = [row["images_seen"] for row in history]
     metric, label = ("accuracy", "accuracy") if task == "classify" else ("mae", "MAE (dex)")
