@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..metrics import predict, selection_key, validation_metrics
+from ..metrics import eval_outputs, selection_key, validation_metrics
 from ..rundir import CURVE_FILE, write_metrics
 from .config import lr_factor
 from .progress import format_metrics, plot_learning_curve
@@ -43,7 +43,7 @@ def validate(run: Run) -> dict:
     import torch
 
     ctx, data = run.ctx, run.data
-    shard_out = predict(run.model, data.val_images, run.device)
+    shard_out = eval_outputs(run.model, data.val_images, run.device)
     full_out = torch.zeros((data.n_val, shard_out.shape[1]), dtype=torch.float64)
     full_y = torch.zeros(data.n_val, dtype=torch.float64)
     full_out[data.val_positions] = shard_out.double()
