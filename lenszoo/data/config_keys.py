@@ -189,7 +189,7 @@ def keys_table(keys: tuple[Key, ...], defaults: dict[str, dict], rules: tuple[Ru
 
 def docs_tables() -> dict[str, str]:
     """Each generator family's table, by the name its block in docs/datasets.md carries."""
-    from . import lensing, matched
+    from . import lensing_config as lensing, matched_config as matched
 
     return {
         "lensing": keys_table(lensing.CONFIG_KEYS, {n: lensing.default_config(n) for n in ("A", "B")},
