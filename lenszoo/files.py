@@ -121,16 +121,28 @@ def honour_umask(path) -> Path:
 
 
 # -- atomic files ------------------------------------------------------------------------------------
-def atomic_write(path, write: Callable) -> Path:
-    """Write ``path`` through ``write(binary_file)``: a temporary sibling, fsync, then rename."""
-    path = Path(path)
+def _written_temporary(path: Path, write: Callable, *, sync: bool) -> Path:
+    """A new temporary sibling of ``path`` written through ``write(binary_file)`` (and fsynced with
+    ``sync``), after the stale ones of dead writers are removed; removed again if writing fails."""
     remove_stale_temporaries(path)
     tmp = temporary_path(path)
     try:
         with open(tmp, "xb") as handle:
             write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write(path, write: Callable) -> Path:
+    """Write ``path`` through ``write(binary_file)``: a temporary sibling, fsync, then rename."""
+    path = Path(path)
+    tmp = _written_temporary(path, write, sync=True)
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -142,7 +154,7 @@ def publish_new(tmp, path) -> Path:
     """Give the finished temporary ``tmp`` the name ``path``, which must be new: a hard link, which
     fails (``FileExistsError``) rather than replaces a file that appeared meanwhile; then ``tmp``
     goes. On a filesystem without hard links the check and the rename are separate steps; callers
-    hold the output's lock (:func:`hold_lock`), so only another program could slip in between."""
+    hold the output's lock (``lenszoo.locks.hold_lock``), so only another program could slip in between."""
     tmp, path = Path(tmp), Path(path)
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
@@ -163,12 +175,8 @@ def publish_new(tmp, path) -> Path:
 def atomic_create(path, write: Callable) -> Path:
     """Like :func:`atomic_write`, but ``path`` must be new (:func:`publish_new`)."""
     path = Path(path)
-    remove_stale_temporaries(path)
-    tmp = temporary_path(path)
+    tmp = _written_temporary(path, write, sync=False)  # publish_new syncs it
     try:
-        with open(tmp, "xb") as handle:
-            write(handle)
-            handle.flush()
         return publish_new(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
