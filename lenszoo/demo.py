@@ -92,15 +92,14 @@ def score_released(n_per_class: int = 20, seed: int = 7) -> tuple[list[dict], di
 def sample_figure(rows, lenses, path: Path, per_class: int = 2) -> Path:
     """Sample lenses of each dataset (``per_class`` per class), titled with the true class and
     each released classifier's prediction (and, for axions, log10 m_a: true and regressed)."""
-    import matplotlib
     import torch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .preprocess import normalize
     from .files import atomic_write_bytes
+    from .plotting import pyplot
+    from .preprocess import normalize
     from .tasks import CLASS_NAMES
+
+    plt = pyplot()
 
     datasets = sorted(lenses)
     columns = per_class * len(CLASS_NAMES)

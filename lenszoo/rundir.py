@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 from .checkpoint import RUN_FILE, load_checkpoint, save_checkpoint
 from .errors import LenszooError
-from .files import atomic_folder, atomic_write_text, claim_output, hold_lock, lock_inside
+from .files import atomic_folder, atomic_write_text, claim_output
+from .locks import hold_lock, lock_inside
 
 if TYPE_CHECKING:
     from .train.config import TrainConfig
@@ -182,6 +183,15 @@ def load_state(folder: Path, device):
         raise LenszooError(f"cannot read {folder / TRAINER_STATE} ({type(exc).__name__}: {exc}); "
                            "the run cannot be resumed from this state") from None
     return model, state["optimizer"], state["progress"]
+
+
+def read_metrics(run_dir: Path) -> list[dict] | None:
+    """The per-epoch rows :func:`write_metrics` wrote, or None when they cannot be read."""
+    try:
+        lines = (Path(run_dir) / METRICS_FILE).read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError):
+        return None
 
 
 def write_metrics(run_dir: Path, history: list[dict]):

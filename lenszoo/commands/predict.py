@@ -60,7 +60,7 @@ def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, re
       lenszoo predict c8_steerable --dataset B cutouts/ --out scores.csv
       lenszoo predict c8_steerable --task regress --dataset B cube.fits --out masses.jsonl --tta
     """
-    from ..files import hold_lock, lock_beside
+    from ..locks import hold_lock, lock_beside
     from ..pretrained.refs import resolve_name
     from ..inference.inputs import find_inputs
     from ..inference.options import output_format, require_onnxruntime

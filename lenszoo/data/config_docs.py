@@ -1,5 +1,5 @@
 """The tables of config keys in ``docs/datasets.md``, made from the generator modules' own lists
-(``lensing.CONFIG_KEYS``, ``matched.CONFIG_KEYS``) with ``config_keys.markdown_table``:
+(``lensing_config.CONFIG_KEYS``, ``matched_config.CONFIG_KEYS``) with ``config_keys.keys_table``:
 ``rewrite_docs("docs/datasets.md")`` rewrites them; ``tests/test_bad_input_config.py`` keeps them
 equal to the code."""
 
@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import re
 
-from . import lensing, matched
-from .config_keys import markdown_table
+from . import lensing_config as lensing, matched_config as matched
+from .config_keys import keys_table
 
 
 def docs_tables() -> dict[str, str]:
     """Each generator family's table, by the name its block in docs/datasets.md carries."""
     return {
-        "lensing": markdown_table(lensing.CONFIG_KEYS, {n: lensing.default_config(n) for n in ("A", "B")},
-                                  lensing.CONFIG_RULES),
-        "matched": markdown_table(matched.CONFIG_KEYS, {n: matched.default_config(n) for n in ("C-euclid", "C-hst")},
-                                  matched.CONFIG_RULES),
+        "lensing": keys_table(lensing.CONFIG_KEYS, {n: lensing.default_config(n) for n in ("A", "B")},
+                              lensing.CONFIG_RULES),
+        "matched": keys_table(matched.CONFIG_KEYS, {n: matched.default_config(n) for n in ("C-euclid", "C-hst")},
+                              matched.CONFIG_RULES),
     }
 
 
