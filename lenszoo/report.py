@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import LenszooError
@@ -150,9 +151,10 @@ def _cell(values, key):
 
 
 def _dig(record, *keys):
-    """``record[k1][k2]...``, or None where a level is missing or not an object."""
+    """``record[k1][k2]...``, or None where a level is missing or not an object (a dict, or a
+    manifest's ``Weights`` record, which reads like its JSON entry)."""
     for key in keys:
-        if not isinstance(record, dict):
+        if not isinstance(record, Mapping):
             return None
         record = record.get(key)
     return record
