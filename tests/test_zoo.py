@@ -120,7 +120,7 @@ def test_the_readme_headline_table_is_the_manifests():
 # -- a zoo with a checkpoint that is neither here nor published (issue 27, items 13 and 14) -------
 @pytest.fixture(params=["checkout", "installed"])
 def partial_zoo(request, tmp_path, monkeypatch):
-    """A manifest whose radial_profile/*/A checkpoints are on disk and whose resnet50/classify/A is
+    """A manifest whose untagged radial_profile/*/A checkpoints are on disk and whose resnet50/classify/A is
     neither on disk nor published: in a folder of one's own (LENSZOO_MANIFEST) or as an installed
     wheel's lenszoo/zoo/ (which carries only the small checkpoints)."""
     import shutil
@@ -128,8 +128,10 @@ def partial_zoo(request, tmp_path, monkeypatch):
     import lenszoo.pretrained.manifest
 
     zoo = tmp_path / "zoo"
-    keep = [e for e in MANIFEST["weights"] if e["arch"] == "radial_profile" and e["dataset"] == "A"]
-    missing = next(e for e in MANIFEST["weights"] if (e["arch"], e["task"], e["dataset"]) == ("resnet50", "classify", "A"))
+    keep = [e for e in MANIFEST["weights"]  # untagged: the zoo stays three checkpoints as tags are released
+            if e["arch"] == "radial_profile" and e["dataset"] == "A" and not e.get("tag")]
+    missing = next(e for e in MANIFEST["weights"]
+                   if (e["arch"], e["task"], e["dataset"], e.get("tag")) == ("resnet50", "classify", "A", None))
     assert not missing["hf_repo_id"]
     for entry in keep:
         shutil.copytree(REPO / entry["folder"], zoo / entry["folder"])
