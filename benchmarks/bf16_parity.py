@@ -108,7 +108,8 @@ def measure(archs, datasets, tasks, n_per_class: int, batch_size: int, data_root
     import lenszoo
     from lenszoo.inference.scorer import BF16_LIMITS, bf16_keeps_parity
     from lenszoo.runtime import hardware_name, native_bf16
-    from lenszoo.weights import WeightsUnavailable, entry_label, released_weights
+    from lenszoo.pretrained.manifest import entry_label, released_weights
+    from lenszoo.pretrained.source import WeightsUnavailable
 
     import torch
 
@@ -245,7 +246,7 @@ def write_manifest(path: Path, record: dict) -> str:
     """Set ``bf16_parity`` on each manifest entry a row measured (matched by arch, task, dataset, tag
     and the weights' sha256, so a row never lands on other weights); the manifest is checked whole."""
     from lenszoo.files import atomic_write_json
-    from lenszoo.weights import validate_manifest
+    from lenszoo.pretrained.manifest import validate_manifest
 
     manifest = json.loads(path.read_text(encoding="utf-8"))
     by_identity = {(e["arch"], e["task"], e["dataset"], e.get("tag"), e["sha256"]): e for e in manifest["weights"]}

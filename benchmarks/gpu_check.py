@@ -146,9 +146,9 @@ def main(argv=None):
     except Exception:  # noqa: BLE001 - the name is decoration
         pass
     print(f"lenszoo GPU check on {device}, {time.perf_counter() - started:.0f} s in all\n")
-    print("| step | size | result |\n|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    from lenszoo.markdown import table
+
+    print(table(["step", "size", "result"], rows))
     if args.json:
         args.json.write_text(json.dumps({"device": device, "rows": rows}, indent=1) + "\n")
 

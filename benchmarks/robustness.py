@@ -106,7 +106,7 @@ def calibrate(datasets, n_per_class: int, seed: int):
 
 
 def released_classifiers(datasets, archs):
-    from lenszoo.weights import released_weights
+    from lenszoo.pretrained.manifest import released_weights
 
     return [e for e in released_weights() if e["task"] == "classify" and e["dataset"] in datasets
             and (not archs or e["arch"] in archs)]

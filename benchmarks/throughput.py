@@ -178,16 +178,18 @@ def _fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
-def markdown_table(rows, reference, train_batch, infer_batches) -> str:
+def results_table(rows, reference, train_batch, infer_batches) -> str:
     names = [variant_name(*v) for v in TRAIN_VARIANTS]
     header = ["arch", "params", "MFLOP/img", "build s", *(f"train {name} (bs {train_batch})" for name in names),
               "fastest", "15-min budget (images)",
               *(f"infer fp32 (bs {batch})" for batch in infer_batches), f"infer bf16 (bs {max(infer_batches)})",
               f"exported infer (bs {max(infer_batches)})", "train / reference", "infer / reference"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    from lenszoo.markdown import table
+
+    body = []
     for row in rows:
         if "error" in row:
-            lines.append(f"| {row['arch']} | failed: {row['error']} |" + " |" * (len(header) - 2))
+            body.append([row["arch"], f"failed: {row['error']}", *[""] * (len(header) - 2)])
             continue
         ratio_train = row["train"] / reference["train"] if reference else None
         ratio_infer = best_inference(row) / best_inference(reference) if reference else None
@@ -199,8 +201,8 @@ def markdown_table(rows, reference, train_batch, infer_batches) -> str:
                  _fmt(row.get("infer_bf16"), ".0f"), _fmt(row["exported"], ".0f"),
                  _fmt(ratio_train, ".0f") + ("x" if ratio_train else ""),
                  _fmt(ratio_infer, ".0f") + ("x" if ratio_infer else "")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return table(header, body)
 
 
 def positive_int(text: str) -> int:
@@ -265,7 +267,7 @@ def main(argv=None) -> int:
         rows.append(reference)
     print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, task {args.task}; "
           f"images/s are the best of {repeats} timed steps\n")
-    print(markdown_table(rows, reference, args.train_batch, infer_batches))
+    print(results_table(rows, reference, args.train_batch, infer_batches))
     if reference:
         print(f"\nreference timed on one step each at train batch {reference_batches[0]}, "
               f"infer batch {reference_batches[1]}")

@@ -35,9 +35,9 @@ def load(name, task="classify", dataset=None, *, tag=None, device="cpu", trainab
     gives the trainable module, for fine-tuning. ``model.lenszoo_config["input_contract"]`` says
     what images the weights expect.
     """
-    from .weights import load as _load
+    from .pretrained.load import load_model
 
-    return _load(name, task=task, dataset=dataset, device=device, trainable=trainable, tag=tag)
+    return load_model(name, task=task, dataset=dataset, device=device, trainable=trainable, tag=tag)
 
 def predict(model, inputs, task="classify", dataset=None, *, tta=False, resize=None, hdu=None, batch_size=256,
             workers=0, device="cpu", engine="torch", precision="auto", strict=False):
@@ -62,7 +62,7 @@ def predict(model, inputs, task="classify", dataset=None, *, tta=False, resize=N
     device = check_api_options(inputs, tta=tta, resize=resize, hdu=hdu, batch_size=batch_size, workers=workers,
                                device=device, engine=engine, precision=precision)
     if isinstance(model, (str, os.PathLike)):
-        from .resolve import load_model
+        from .pretrained.load import load_model
 
         model = load_model(model, task=task, dataset=dataset, device=device)
 

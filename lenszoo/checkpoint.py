@@ -3,7 +3,7 @@
     model.safetensors   weights (state dict taken in eval mode; safetensors only)
     config.json         arch, task, dataset, model args, class names, normalisation,
                         input size, metrics, recipe, lenszoo version, weights sha256
-    README.md           model card (written by ``lenszoo.hub.write_model_card``)
+    README.md           model card (written by ``lenszoo.pretrained.card.write_model_card``)
 
 A folder is written whole or not at all: files go to a sibling temporary
 folder that then replaces the target.
@@ -15,7 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
-from .errors import LenszooError
+from .errors import ChecksumMismatch, DamagedCheckpoint, LenszooError
 from .files import atomic_folder, atomic_write_text, honour_umask, json_says, sha256_file  # noqa: F401 - re-exported
 from .tasks import CLASS_NAMES
 
@@ -23,6 +23,7 @@ WEIGHTS_NAME = "model.safetensors"
 INFERENCE_NAME = "model.inference.safetensors"  # the plain-torch inference form, where an arch has one
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
+RUN_FILE = "run.json"  # what makes a folder a training run directory (lenszoo.rundir), beside best/
 FORMAT = "lenszoo-checkpoint"
 FORMAT_VERSION = 1
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -59,7 +60,7 @@ def save_checkpoint(folder, model, *, dataset=None, normalization=None, metrics=
     from safetensors.torch import save_file
 
     from . import __version__
-    from .data.normalization import NORMALIZATION
+    from .preprocess import NORMALIZATION
     from .files import claim_output
 
     base = getattr(model, "lenszoo_config", None)
@@ -112,12 +113,13 @@ def read_config(folder) -> dict:
     try:
         config = json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError:
-        raise LenszooError(f"{path} is not UTF-8 text: not a lenszoo checkpoint config; re-export or fetch it again") from None
+        raise DamagedCheckpoint(f"{path} is not UTF-8 text: not a lenszoo checkpoint config; re-export or fetch it "
+                                "again") from None
     except json.JSONDecodeError as exc:
-        raise LenszooError(f"{path} is not valid JSON ({exc}); re-export the checkpoint or fetch it again") from None
+        raise DamagedCheckpoint(f"{path} is not valid JSON ({exc}); re-export the checkpoint or fetch it again") from None
     except OSError as exc:
         raise LenszooError(f"cannot read {path} ({exc.strerror or exc})") from None
-    return validate_config(config, str(path))
+    return validate_config(config, str(path), error=DamagedCheckpoint)
 
 
 _SHA256_CHARS = set("0123456789abcdef")
@@ -125,7 +127,7 @@ _SHA256_CHARS = set("0123456789abcdef")
 
 def config_problems(config) -> list[str]:
     """Everything wrong with a checkpoint config, one phrase each (empty when it is sound)."""
-    from .data.normalization import normalizer_from_config
+    from .preprocess import normalizer_from_config
     from .names import is_valid_name
     from .tasks import TASKS
 
@@ -177,11 +179,11 @@ def config_problems(config) -> list[str]:
     return problems
 
 
-def validate_config(config, where: str) -> dict:
+def validate_config(config, where: str, error=LenszooError) -> dict:
     problems = config_problems(config)
     if problems:
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise LenszooError(f"{where} is not a valid lenszoo checkpoint config: {problems[0]}{more}; "
+        raise error(f"{where} is not a valid lenszoo checkpoint config: {problems[0]}{more}; "
                            "re-export the checkpoint or fetch it again")
     return config
 
@@ -246,7 +248,7 @@ def load_state_strict(model, state: dict, source=""):
 
 
 def attach_preprocess(model, config: dict):
-    from .data.normalization import Preprocess
+    from .preprocess import Preprocess
 
     model.preprocess = Preprocess(config["normalization"], config.get("input_size", (1, 64, 64)))
     return model
@@ -257,7 +259,7 @@ def _read_safetensors(path: Path, expected_sha: str | None, verify: bool) -> dic
     from safetensors.torch import load_file
 
     if verify and expected_sha and sha256_file(path) != expected_sha:
-        raise LenszooError(f"{path} does not match the sha256 in {CONFIG_NAME}: the file is corrupted or was replaced")
+        raise ChecksumMismatch(f"{path} does not match the sha256 in {CONFIG_NAME}: the file is corrupted or was replaced")
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
@@ -299,11 +301,13 @@ def write_inference_form(folder: Path, model, config: dict) -> bool:
     return True
 
 
-def load_checkpoint(folder, *, device="cpu", verify_sha256=True, trainable=True):
+def load_checkpoint(folder, *, device="cpu", verify_sha256=True, trainable=True, weights_verified=False):
     """A model in eval mode from a checkpoint folder, with ``.lenszoo_config`` and ``.preprocess``.
 
     ``trainable=False`` returns the plain-torch inference form where the folder has one (the same
-    outputs; no escnn needed, faster), else the trainable model."""
+    outputs; no escnn needed, faster), else the trainable model. Each file read is checked against
+    the sha256 its config records (``ChecksumMismatch``), except ``model.safetensors`` when the
+    caller has just checked it (``weights_verified``: released weights, matched to their manifest)."""
     from .runtime import resolve_device
 
     device = resolve_device(device)
@@ -314,7 +318,8 @@ def load_checkpoint(folder, *, device="cpu", verify_sha256=True, trainable=True)
     form = "inference" if model is not None else "trainable"
     if model is None:
         model = build_from_config(config)  # first: a missing or broken plugin is named before any file is read
-        state = _read_safetensors(folder / WEIGHTS_NAME, config.get("weights_sha256"), verify_sha256)
+        state = _read_safetensors(folder / WEIGHTS_NAME, config.get("weights_sha256"),
+                                  verify_sha256 and not weights_verified)
         model.eval()
         load_state_strict(model, state, source=str(folder / WEIGHTS_NAME))
     model.eval()

@@ -176,7 +176,7 @@ def list_command(pattern, task, show_datasets, no_params):
             rows.append([name, entry.plugin, entry.description])
         click.echo(format_table(rows, ["dataset", "plugin", "description"]))
         return
-    from .weights import released_weights
+    from .pretrained.manifest import released_weights
 
     try:
         entries = released_weights()
@@ -238,7 +238,8 @@ def info_command(name, dataset):
         return _dataset_info(datasets[name])
     spec = registry.architecture(name)  # an unknown name fails here, with suggestions
     from .contract import describe
-    from .weights import describe_location, is_default, released_weights
+    from .pretrained.manifest import is_default, released_weights
+    from .pretrained.source import describe_location
 
     try:
         entries = [e for e in released_weights() if e["arch"] == spec.name]
@@ -304,7 +305,7 @@ def demo_command(n_per_class, seed, figure):
     classes. Checkpoints neither on this disk nor published (an installed lenszoo carries only the
     small ones) are skipped and named in one line."""
     from .demo import check_figure_path, sample_figure, score_released
-    from .weights import skipped_summary
+    from .pretrained.source import skipped_summary
 
     started = time.perf_counter()
     figure_path = check_figure_path(figure)

@@ -285,7 +285,7 @@ def dataset_contract(name: str, config: dict | None = None) -> dict:
 
 
 def _released_contract(name: str) -> dict | None:
-    from .weights import released_weights
+    from .pretrained.manifest import released_weights
 
     try:
         entries = released_weights()

@@ -50,12 +50,14 @@ def score_released(n_per_class: int = 20, seed: int = 7) -> tuple[list[dict], di
     stops the rest."""
     import torch
 
-    from .weights import WeightsUnavailable, load, released_weights, resolve_entry
+    from .pretrained.load import load_model
+    from .pretrained.manifest import released_weights
+    from .pretrained.source import WeightsUnavailable, locate
 
     entries, skipped = [], []
     for entry in released_weights():
         try:
-            resolve_entry(entry)
+            locate(entry)
         except WeightsUnavailable as exc:
             skipped.append(exc)
         else:
@@ -65,7 +67,7 @@ def score_released(n_per_class: int = 20, seed: int = 7) -> tuple[list[dict], di
     for entry in entries:
         arch, task, dataset = entry["arch"], entry["task"], entry["dataset"]
         started = time.perf_counter()
-        model = load(arch, task=task, dataset=dataset)
+        model = load_model(arch, task=task, dataset=dataset)
         images, labels, masses = lenses[dataset]
         if task == "regress":
             axion = torch.isfinite(masses)
@@ -90,15 +92,14 @@ def score_released(n_per_class: int = 20, seed: int = 7) -> tuple[list[dict], di
 def sample_figure(rows, lenses, path: Path, per_class: int = 2) -> Path:
     """Sample lenses of each dataset (``per_class`` per class), titled with the true class and
     each released classifier's prediction (and, for axions, log10 m_a: true and regressed)."""
-    import matplotlib
     import torch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .data.normalization import normalize
     from .files import atomic_write_bytes
+    from .plotting import pyplot
+    from .preprocess import normalize
     from .tasks import CLASS_NAMES
+
+    plt = pyplot()
 
     datasets = sorted(lenses)
     columns = per_class * len(CLASS_NAMES)

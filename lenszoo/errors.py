@@ -33,6 +33,15 @@ class PluginError(LenszooError):
     """Plugins that conflict with each other."""
 
 
+class DamagedCheckpoint(LenszooError):
+    """A checkpoint file that cannot be what was written: an unreadable or invalid config.json.
+    A copy fetched from the Hub that raises this is fetched once more, fresh."""
+
+
+class ChecksumMismatch(DamagedCheckpoint):
+    """A weights file whose sha256 is not the one recorded for it."""
+
+
 TRACEBACK_ENV = "LENSZOO_TRACEBACK"  # set to 1 to see the traceback, and library warnings, behind an error
 
 

@@ -7,12 +7,15 @@ Results go to one folder, written whole or not at all::
     results.json            everything ``lenszoo report`` needs
     roc_curves.png  confusion_matrix.png      (classify)
     scatter.png                               (regress)
+
+One load of the model scores everything: the test images as given, rotated and under test-time
+augmentation (``lenszoo.robustness``, through the inference scorer). The images come through the
+data layer (``lenszoo.data.loader``); the figures are drawn by ``lenszoo.evaluate_plots``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -20,13 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import LenszooError
+from .evaluate_plots import plot_confusion, plot_roc, plot_scatter
 from .files import claim_output, json_says, output_folder, path_within
-from .metrics import (  # noqa: F401 - re-exported, evaluate's public names before 0.2
-    classification_metrics,
-    predict_raw,
-    regression_metrics,
-    task_metrics,
-)
+from .metrics import classification_metrics, regression_metrics, task_metrics  # noqa: F401 - evaluate's names
+from .robustness import evaluate_model, headline, rotate, rotation_variants, tta_outputs  # noqa: F401 - as above
 from .sensitivity import DEFAULT_BINS_PERCENT, check_bins, summary_line
 from .tasks import CLASS_NAMES, check_task
 
@@ -39,24 +39,23 @@ MAX_SIMULATED = 100_000  # per class, held in memory
 # -- the model -------------------------------------------------------------------------------
 def resolve_model(name, *, task=None, dataset=None, device="cpu"):
     """``(model, description)`` for a run directory, a checkpoint folder, ``hf-hub:...`` or a
-    registered architecture's released weights (``lenszoo.resolve`` decides which)."""
-    from .resolve import load_model
+    registered architecture's released weights (``lenszoo.pretrained.refs`` decides which)."""
+    from .pretrained.load import load_model
 
     model = load_model(name, task=task or "classify", dataset=dataset, device=device)
     return model, model.lenszoo_source.describe()
 
 
-def trained_parameter_count(name, model, *, task=None, dataset=None) -> int:
+def trained_parameter_count(model) -> int:
     """Parameters of the model as trained. The inference form of a steerable CNN holds its filters
-    expanded from their basis (~18x the trained count for ``c8_steerable``): count the trainable form."""
-    if (getattr(model, "lenszoo_config", None) or {}).get("form") != "inference":
-        return sum(p.numel() for p in model.parameters())
-    from .resolve import load_model
+    expanded from their basis (~18x the trained count for ``c8_steerable``): count those of the
+    trainable form, built afresh from the same config (its shapes are the trained weights')."""
+    config = getattr(model, "lenszoo_config", None) or {}
+    if config.get("form") == "inference":
+        from .registry import create_model
 
-    source = getattr(model, "lenszoo_source", None)
-    trainable = load_model(name, task=task or "classify", dataset=dataset or model.lenszoo_config.get("dataset"),
-                           trainable=True, tag=getattr(source, "tag", None))
-    return sum(p.numel() for p in trainable.parameters())
+        model = create_model(config["arch"], config["task"], **config.get("model_args", {}))
+    return sum(p.numel() for p in model.parameters())
 
 
 def is_evaluation_folder(folder) -> bool:
@@ -87,8 +86,7 @@ def load_test_data_with_fractions(task, *, dataset=None, split="test", data_dir=
                                   workers=0, verify=True):
     """As :func:`load_test_data`, plus each image's substructure mass fraction where the data record
     it (a stored dataset C), else None."""
-    from .train.batches import load_items
-    from .train.data import open_stored, stream_fetch
+    from .data.loader import load_items, open_stored, stream_fetch
 
     if split not in SPLITS:
         raise LenszooError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
@@ -104,7 +102,7 @@ def load_test_data_with_fractions(task, *, dataset=None, split="test", data_dir=
         images, targets = load_items(stored.__getitem__, indices, workers=workers)
         fractions = np.asarray(stored.meta["mass_fraction"], dtype=np.float64)
         if tuple(stored.class_names) != tuple(CLASS_NAMES) or not np.isfinite(fractions).any():
-            fractions = None  # A, B, an import or a dataset older than the field
+            fractions = None  # A, B, an import, or a C set that did not record the field
         return images, targets, {"source": "stored", "path": str(Path(data_dir).resolve()),
                                  "dataset": stored.dataset_name, "split": split, "n": len(indices)}, fractions
     if dataset is None:
@@ -124,154 +122,6 @@ def load_test_data_with_fractions(task, *, dataset=None, split="test", data_dir=
                              "simulation_s": round(time.perf_counter() - started, 1)}, None
 
 
-# -- rotations ---------------------------------------------------------------------------------
-def rotate(images, angles_deg):
-    """Rotate each ``(1, H, W)`` image about its centre by its angle in degrees, in ``torch.rot90``'s
-    sense (90 equals ``rot90(k=1)``); bicubic, mirrored edges."""
-    import torch
-    import torch.nn.functional as F
-
-    theta = torch.as_tensor(angles_deg, dtype=torch.float64) * math.pi / 180
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    zero = torch.zeros_like(cos)
-    # grid_sample maps output to input (x right, y down) coordinates.
-    affine = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-    grid = F.affine_grid(affine.to(images.dtype), list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bicubic", padding_mode="reflection", align_corners=False)
-
-
-def rotation_variants(images, seed=0):
-    """``(name, rotated images)``: quarter turns (exact) and one random angle per image."""
-    import torch
-
-    for k in (1, 2, 3):
-        yield f"rot{90 * k}", torch.rot90(images, k, dims=(-2, -1))
-    rng = np.random.Generator(np.random.PCG64(seed))
-    angles = rng.uniform(0.0, 360.0, size=len(images))
-    out = []
-    for start in range(0, len(images), 512):
-        out.append(rotate(images[start : start + 512], angles[start : start + 512]))
-    yield "random", torch.cat(out)
-
-
-# -- metrics: lenszoo.metrics, shared with training validation ------------------------------------
-def predict_tta(model, images, preprocess, device, batch_size, task):
-    """Outputs averaged over the 8 rotations and flips (as ``lenszoo predict --tta``): class
-    probabilities averaged, returned as log-probabilities (their softmax is the average), or the
-    mean regressed value."""
-    from .metrics import predict
-    from .inference.scorer import view_average
-
-    x = preprocess(images) if preprocess is not None else images
-    mean = view_average(lambda view: predict(model, view, device, batch_size), x, task)
-    return (mean.clamp_min(1e-300).log() if task == "classify" else mean).float()
-
-
-def evaluate_model(model, images, targets, *, task, device="cpu", rotations=False, seed=0, batch_size=256, log=None,
-                   tta=False):
-    """Metrics of ``model`` on raw ``images`` (and their rotations, and with test-time augmentation);
-    returns ``(results, outputs)``."""
-    preprocess = getattr(model, "preprocess", None)
-    outputs = predict_raw(model, images, preprocess, device, batch_size)
-    results = {"metrics": task_metrics(task, outputs, targets)}
-    if tta:
-        averaged = predict_tta(model, images, preprocess, device, batch_size, task)
-        entry = {"views": 8, "metrics": task_metrics(task, averaged, targets)}
-        if task == "classify":
-            entry["prediction_change_rate"] = float((averaged.argmax(1) != outputs.argmax(1)).double().mean())
-        results["tta"] = entry
-        if log:
-            log(f"  tta (8 rotations and flips): {_headline(task, entry['metrics'])}")
-    if rotations:
-        results["rotations"] = {}
-        for name, rotated in rotation_variants(images, seed):
-            rotated_out = predict_raw(model, rotated, preprocess, device, batch_size)
-            change = (rotated_out - outputs).abs()
-            entry = {"metrics": task_metrics(task, rotated_out, targets),
-                     "mean_abs_output_change": float(change.mean()), "max_abs_output_change": float(change.max())}
-            if task == "classify":
-                entry["prediction_change_rate"] = float((rotated_out.argmax(1) != outputs.argmax(1)).double().mean())
-            results["rotations"][name] = entry
-            if log:
-                log(f"  {name}: {_headline(task, entry['metrics'])}, mean |output change| "
-                    f"{entry['mean_abs_output_change']:.3g}")
-    return results, outputs
-
-
-def _headline(task, metrics):
-    if task == "classify":
-        auc = f", AUC {metrics['auc']:.4f}" if metrics.get("auc") is not None else ""
-        return f"accuracy {metrics['accuracy']:.2%}{auc}"
-    return f"MAE {metrics['mae']:.3f} dex, RMSE {metrics['rmse']:.3f}, bias {metrics['bias']:+.3f}"
-
-
-# -- plots -------------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_roc(path, logits, targets, title):
-    import torch
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    plt = _pyplot()
-    probs = torch.softmax(logits.double(), 1).numpy()
-    y = targets.numpy().astype(int)
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for i, name in enumerate(CLASS_NAMES):
-        if len(set((y == i).tolist())) < 2:
-            continue
-        fpr, tpr, _ = roc_curve(y == i, probs[:, i])
-        ax.plot(fpr, tpr, label=f"{name} vs rest (AUC {roc_auc_score(y == i, probs[:, i]):.4f})")
-    ax.plot([0, 1], [0, 1], color="grey", ls=":")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_confusion(path, matrix, title):
-    plt = _pyplot()
-    matrix = np.asarray(matrix)
-    fractions = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(CLASS_NAMES)):
-        for j in range(len(CLASS_NAMES)):
-            ax.text(j, i, f"{matrix[i, j]}\n{fractions[i, j]:.1%}", ha="center", va="center",
-                    color="white" if fractions[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES)
-    ax.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES)
-    ax.set(xlabel="predicted", ylabel="true", title=title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_scatter(path, predictions, targets, metrics, title):
-    plt = _pyplot()
-    pred = predictions.reshape(-1).numpy()
-    true = targets.reshape(-1).numpy()
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(true, pred, s=4, alpha=0.4)
-    low, high = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
-    ax.plot([low, high], [low, high], color="grey", ls=":", label="prediction = truth")
-    ax.set(xlabel="true log10(m_a / eV)", ylabel="predicted log10(m_a / eV)",
-           title=f"{title}\nMAE {metrics['mae']:.3f} dex, RMSE {metrics['rmse']:.3f}, bias {metrics['bias']:+.3f}")
-    ax.legend(loc="upper left")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 # -- the command -----------------------------------------------------------------------------------
 def run_history(model_info, config=None) -> list | None:
     """The per-epoch rows of the run a model came from, for learning curves: a run's metrics.jsonl, or
@@ -279,13 +129,9 @@ def run_history(model_info, config=None) -> list | None:
     if model_info.get("kind") != "run":
         history = (config or {}).get("history")
         return history if isinstance(history, list) and history else None
-    from .rundir import METRICS_FILE
+    from .rundir import read_metrics
 
-    try:
-        lines = (Path(model_info["path"]) / METRICS_FILE).read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
-    except (OSError, ValueError):
-        return None
+    return read_metrics(Path(model_info["path"]))
 
 
 def default_out(model_info, config, dataset, split, rotations, tta=False) -> Path:
@@ -347,7 +193,6 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
     if weights_for is None and data_dir is not None:  # a released name scores --data with that dataset's weights
         weights_for = _stored_dataset_name(data_dir)
     model, model_info = resolve_model(model_name, task=task, dataset=weights_for, device=torch_device)
-    model_dataset = weights_for
     config = model.lenszoo_config
     model_task = config["task"]
     if task is not None and task != model_task:
@@ -363,7 +208,7 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
         f"{dataset}/{split} images ({data_info['source']})")
     results, outputs = evaluate_model(model, images, targets, task=model_task, device=torch_device,
                                       rotations=rotations, seed=seed, batch_size=batch_size, log=log, tta=tta)
-    log(f"{dataset}/{split}: {_headline(model_task, results['metrics'])}")
+    log(f"{dataset}/{split}: {headline(model_task, results['metrics'])}")
     block = None
     if model_task == "classify" and fractions is not None:
         block = sensitivity_block(outputs, targets, fractions, data_dir, fraction_bins)
@@ -376,8 +221,7 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
         "trained_on": config.get("dataset"), "model": {**model_info, "images_seen": config.get("images_seen"),
                                                       "recipe": config.get("recipe"),
                                                       "model_args": config.get("model_args"),
-                                                      "parameters": trained_parameter_count(
-                                                          model_name, model, task=task, dataset=model_dataset),
+                                                      "parameters": trained_parameter_count(model),
                                                       "weights_sha256": config.get("weights_sha256"),
                                                       "compute": config.get("compute"),
                                                       "history": run_history(model_info, config)},

@@ -14,8 +14,8 @@ into a path that is new, empty, or provably its own earlier output (a marker
 file it wrote), and refuses anything else, so it never deletes or replaces a
 user's files.
 
-Commands that write hold an advisory lock (:func:`hold_lock`) on what they write into for their
-whole life, so two commands never write one output at once: the second is refused in one line.
+Commands that write also hold an advisory lock (``lenszoo.locks.hold_lock``) on what they write
+into, so two commands never write one output at once.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import LenszooError
+from .locks import FOLDER_LOCK
 
 TEMPORARY_SUFFIX = ".tmp"
 
@@ -120,16 +121,28 @@ def honour_umask(path) -> Path:
 
 
 # -- atomic files ------------------------------------------------------------------------------------
-def atomic_write(path, write: Callable) -> Path:
-    """Write ``path`` through ``write(binary_file)``: a temporary sibling, fsync, then rename."""
-    path = Path(path)
+def _written_temporary(path: Path, write: Callable, *, sync: bool) -> Path:
+    """A new temporary sibling of ``path`` written through ``write(binary_file)`` (and fsynced with
+    ``sync``), after the stale ones of dead writers are removed; removed again if writing fails."""
     remove_stale_temporaries(path)
     tmp = temporary_path(path)
     try:
         with open(tmp, "xb") as handle:
             write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write(path, write: Callable) -> Path:
+    """Write ``path`` through ``write(binary_file)``: a temporary sibling, fsync, then rename."""
+    path = Path(path)
+    tmp = _written_temporary(path, write, sync=True)
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -141,7 +154,7 @@ def publish_new(tmp, path) -> Path:
     """Give the finished temporary ``tmp`` the name ``path``, which must be new: a hard link, which
     fails (``FileExistsError``) rather than replaces a file that appeared meanwhile; then ``tmp``
     goes. On a filesystem without hard links the check and the rename are separate steps; callers
-    hold the output's lock (:func:`hold_lock`), so only another program could slip in between."""
+    hold the output's lock (``lenszoo.locks.hold_lock``), so only another program could slip in between."""
     tmp, path = Path(tmp), Path(path)
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
@@ -162,12 +175,8 @@ def publish_new(tmp, path) -> Path:
 def atomic_create(path, write: Callable) -> Path:
     """Like :func:`atomic_write`, but ``path`` must be new (:func:`publish_new`)."""
     path = Path(path)
-    remove_stale_temporaries(path)
-    tmp = temporary_path(path)
+    tmp = _written_temporary(path, write, sync=False)  # publish_new syncs it
     try:
-        with open(tmp, "xb") as handle:
-            write(handle)
-            handle.flush()
         return publish_new(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -308,95 +317,6 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
-# -- locks -------------------------------------------------------------------------------------------
-# A lock file holds this line when lenszoo created it; only such a file is ever removed again.
-LOCK_SIGNATURE = b"lenszoo lock: held by the command writing beside it\n"
-FOLDER_LOCK = ".lenszoo.lock"
-
-
-def lock_beside(path) -> Path:
-    """The lock file of a file output: a hidden sibling ``.NAME.lock``."""
-    path = Path(path)
-    return path.parent / f".{path.name}.lock"
-
-
-def lock_inside(folder) -> Path:
-    """The lock file of a folder output (a run directory): ``FOLDER/.lenszoo.lock``."""
-    return Path(folder) / FOLDER_LOCK
-
-
-def _open_lock_file(lock: Path) -> tuple[int, bool]:
-    """A descriptor of ``lock`` (created, and signed, if missing) and whether this call created it."""
-    flags = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL | flags, 0o666)
-    except FileExistsError:
-        return os.open(lock, os.O_RDONLY | flags), False
-    try:
-        os.write(fd, LOCK_SIGNATURE)
-    except OSError:
-        os.close(fd)
-        lock.unlink(missing_ok=True)
-        raise
-    return fd, True
-
-
-def _same_file(fd: int, lock: Path) -> bool:
-    try:
-        now = os.stat(lock, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    held = os.fstat(fd)
-    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
-
-
-@contextmanager
-def hold_lock(lock, *, target, option: str = "--out", what: str = "another lenszoo command"):
-    """Hold an exclusive advisory lock (``flock``) on the file ``lock`` for the with-block.
-
-    Another process holding it means another command is writing ``target``: refused in one line,
-    at once (no waiting). The lock file is created if missing and removed on release when it
-    carries lenszoo's signature (a user's file of that name is locked, never changed). Where the
-    filesystem offers no locks, the block runs unlocked: exclusive renames still guard the result.
-    """
-    try:
-        import fcntl
-    except ImportError:  # no flock on this platform
-        yield None
-        return
-    lock = Path(lock)
-    fd = None
-    for _ in range(20):  # a holder removing the file between our open and our lock: take the new one
-        fd, created = _open_lock_file(lock)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            fd = None
-            if isinstance(exc, BlockingIOError):
-                raise LenszooError(f"{target} is being written by {what} (it holds the lock {lock}); wait for "
-                                   f"it to finish, or choose another {option}") from None
-            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL):
-                raise
-            if created:
-                lock.unlink(missing_ok=True)
-            break  # no locks on this filesystem
-        if _same_file(fd, lock):
-            break
-        os.close(fd)
-        fd = None
-    else:
-        raise LenszooError(f"cannot lock {lock}: it keeps being replaced; check what else writes {target}")
-    try:
-        yield lock if fd is not None else None
-    finally:
-        if fd is not None:
-            try:
-                if os.pread(fd, len(LOCK_SIGNATURE) + 1, 0) == LOCK_SIGNATURE and _same_file(fd, lock):
-                    lock.unlink(missing_ok=True)  # still locked: nobody else holds this file
-            except OSError:
-                pass
-            os.close(fd)
 # -- input files a user names ----------------------------------------------------------------------
 MAX_TEXT_BYTES = 64 * 1024 * 1024  # a notes or paper file far larger than this is not one
 

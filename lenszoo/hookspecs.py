@@ -16,12 +16,14 @@ def register_architectures(register):
     """Register model architectures.
 
     ``register(name, builder, *, tasks=("classify", "regress"), description="",
-    paper="", input_size=(1, 64, 64), model_args={...})`` where
+    paper="", input_size=(1, 64, 64), model_args={...}, role=None, order=None)`` where
     ``builder(task, **model_args)`` returns a ``torch.nn.Module`` mapping a
     ``(B, 1, 64, 64)`` batch to ``(B, 3)`` logits for ``classify`` or ``(B, 1)``
     for ``regress``. ``model_args`` are the builder's defaults (recorded in every
     checkpoint, overridden by ``create_model(name, key=value)``); the other keywords
-    describe the architecture and are not model arguments. The model is run once on a
+    describe the architecture and are not model arguments: ``role`` (``"equivariant"``,
+    ``"baseline"`` or ``"control"``) is what it is in the results page's comparisons and ``order``
+    where the page lists it (architectures without one follow, by name). The model is run once on a
     zero batch when built, so a wrong output shape is reported with the plugin's name.
     """
 

@@ -44,8 +44,9 @@ def selection_key(task, metrics) -> tuple:
     return (-metrics["mse"],)
 
 
-def predict(model, images, device, batch_size=256):
-    """Model outputs for an in-memory batch, in eval mode, on CPU."""
+def eval_outputs(model, images, device, batch_size=256):
+    """Model outputs for normalised images in memory, in eval mode (the model's mode is restored
+    after), batch by batch, on the CPU: training's validation pass."""
     import torch
 
     was_training = model.training
@@ -56,11 +57,6 @@ def predict(model, images, device, batch_size=256):
             outputs.append(model(images[start : start + batch_size].to(device)).float().cpu())
     model.train(was_training)
     return torch.cat(outputs) if outputs else torch.zeros(0)
-
-
-def predict_raw(model, images, preprocess, device, batch_size=256):
-    """Outputs for raw images, through the model's own preprocessing."""
-    return predict(model, preprocess(images) if preprocess is not None else images, device, batch_size)
 
 
 # -- shared cores ------------------------------------------------------------------------------------

@@ -3,9 +3,12 @@
 One pluggy ``PluginManager`` owns every plugin. Plugins are modules named by
 entry points of group ``lenszoo``; lenszoo's own architectures, datasets and
 commands come in through its own entry points, exactly like a third-party
-package's. Entry points are loaded lazily (on first use) and once, each inside
-its own guard: a plugin that fails on import or inside a hook is reported and
-every other plugin keeps working.
+package's. Each kind of registration (architectures, datasets, commands, weights)
+is its own table, built when first asked for by calling that one hook, as llm
+does: resolving an architecture runs no command hook, so it imports no click.
+An entry point is imported once, inside its own guard, when a table it may fill
+is first asked for (see ``_may_implement``): a plugin that fails on import or
+inside a hook is reported and every other plugin keeps working.
 
 ``LENSZOO_PLUGINS`` (comma-separated distribution or entry-point names)
 restricts which third-party plugins load; set but empty means built-ins only.
@@ -20,20 +23,11 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 
-
 import pluggy
 
 from . import hookspecs
 from .errors import PluginError, UnknownNameError
-from .specs import (  # noqa: F401 - Architecture and DatasetEntry were defined here before 0.2
-    Architecture,
-    DatasetEntry,
-    InputContract,
-    _make_arch,
-    _make_command,
-    _make_dataset,
-    _make_weights,
-)
+from .specs import Architecture, DatasetEntry, _make_arch, _make_command, _make_dataset, _make_weights
 from .tasks import check_task
 
 ENTRY_POINT_GROUP = "lenszoo"
@@ -81,7 +75,8 @@ class Registry:
         with getattr(self, "_lock", threading.RLock()):
             self._pm: pluggy.PluginManager | None = None
             self._plugins: dict[str, PluginInfo] = {}
-            self._tables: dict[str, dict] | None = None
+            self._pending: dict[str, object] = {}  # plugin name -> entry point not imported yet
+            self._tables: dict[str, dict] = {}  # table -> name -> registration, for the tables built
 
     # -- loading ---------------------------------------------------------------
     @property
@@ -92,6 +87,7 @@ class Registry:
             return self._pm
 
     def _load_entry_points(self):
+        """Find the entry points (importing none: ``_import_for`` does, per table)."""
         pm = pluggy.PluginManager("lenszoo")
         pm.add_hookspecs(hookspecs)
         self._pm = pm
@@ -120,13 +116,25 @@ class Registry:
                 info.status = "skipped"
                 info.errors.append(f"not in {PLUGINS_ENV}")
                 continue
+            self._pending[ep.name] = ep
+
+    def _import_for(self, hook_name: str | None):
+        """Import the pending entry points that may implement ``hook_name`` (None: all of them)."""
+        for name, ep in list(self._pending.items()):
+            if hook_name is not None and not _may_implement(ep, hook_name):
+                continue
+            del self._pending[name]
+            info = self._plugins[name]
             try:
                 module = ep.load()
-                pm.register(module, name=ep.name)
+                self._pm.register(module, name=ep.name)
             except Exception as exc:  # a broken plugin must not break the others
                 self._fail(info, f"import failed: {type(exc).__name__}: {exc}", exc)
                 continue
             info.hooks = self._hook_names(ep.name)
+            for table, (hook, _, _) in self._HOOKS.items():  # built before this plugin came in: again
+                if hook in info.hooks:
+                    self._tables.pop(table, None)
 
     def _hook_names(self, plugin_name):
         return tuple(
@@ -145,7 +153,7 @@ class Registry:
 
     def failed_plugins_of(self, package: str | None) -> list[PluginInfo]:
         """The plugins of distribution ``package`` that failed to import or register."""
-        self._ensure_tables()
+        self._ensure_all()
         return [p for p in self._plugins.values() if p.package == package and p.status == "failed"]
 
     def register_plugin(self, plugin, name: str):
@@ -158,20 +166,20 @@ class Registry:
             info = PluginInfo(name, None, None, builtin=False)
             info.hooks = self._hook_names(name)
             self._plugins[name] = info
-            self._tables = None
+            self._tables.clear()
 
     def unregister_plugin(self, name: str):
         with self._lock:
             if self._pm is not None and self._pm.has_plugin(name):
                 self._pm.unregister(name=name)
             self._plugins.pop(name, None)
-            self._tables = None
+            self._tables.clear()
 
     # -- collected registrations ----------------------------------------------
-    _HOOKS = (("architectures", "register_architectures", "architecture"),
-              ("datasets", "register_datasets", "dataset"),
-              ("commands", "register_commands", "command"),
-              ("weights", "register_weights", "weights manifest"))
+    _HOOKS = {"architectures": ("register_architectures", "architecture", _make_arch),
+              "datasets": ("register_datasets", "dataset", _make_dataset),
+              "commands": ("register_commands", "command", _make_command),
+              "weights": ("register_weights", "weights manifest", _make_weights)}
 
     def _plugin_order(self) -> list[str]:
         """Built-ins first, then third-party plugins in discovery order, then in-process ones:
@@ -181,72 +189,87 @@ class Registry:
                 for i, (name, info) in enumerate(self._plugins.items())}
         return sorted((name for name, _ in names), key=lambda name: rank.get(name, (3, 0)))
 
-    def _registrations(self, plugin: str, info: PluginInfo) -> dict[str, list] | None:
-        """Everything ``plugin`` registers, per table; None (and the plugin failed) if a hook raises.
-        Each hook is called on its own, so a failure is charged to that plugin alone."""
-        makers = {"architectures": _make_arch, "datasets": _make_dataset, "commands": _make_command,
-                  "weights": _make_weights}
-        found: dict[str, list] = {}
+    def _registrations(self, plugin: str, info: PluginInfo, table: str) -> list | None:
+        """What ``plugin`` registers in ``table``; None (and the plugin failed) if its hook raises."""
+        hook_name, _, make = self._HOOKS[table]
         module = self.pm.get_plugin(plugin)
-        for table, hook_name, _ in self._HOOKS:
-            impls = [impl for impl in getattr(self.pm.hook, hook_name).get_hookimpls() if impl.plugin is module]
-            pending: list = []
-            for impl in impls:
-                def register(*args, _pending=pending, **kwargs):
-                    _pending.append(makers[table](plugin, info.package, *args, **kwargs))
+        found: list = []
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            if impl.plugin is not module:
+                continue
 
-                try:
-                    impl.function(register=register)
-                except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the others
-                    self._fail(info, f"{hook_name} failed: {type(exc).__name__}: {exc}", exc)
-                    return None
-            found[table] = pending
+            def register(*args, **kwargs):
+                found.append(make(plugin, info.package, *args, **kwargs))
+
+            try:
+                impl.function(register=register)
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the others
+                self._fail(info, f"{hook_name} failed: {type(exc).__name__}: {exc}", exc)
+                return None
         return found
 
-    def _ensure_tables(self) -> dict[str, dict]:
+    def _table(self, table: str) -> dict:
+        """One table, built on first use by calling its hook on every loaded plugin. A plugin that
+        fails here (its hook raises, or it claims a taken name) is disabled in every table."""
         with self._lock:
-            if self._tables is None:
-                tables: dict[str, dict] = {table: {} for table, _, _ in self._HOOKS}
+            if table not in self._tables:
+                hook_name = self._HOOKS[table][0]
+                self.pm  # noqa: B018 - finds the entry points
+                self._import_for(hook_name)
+                built: dict = {}
                 for plugin in self._plugin_order():
                     info = self._plugins.get(plugin) or PluginInfo(plugin, None, None, False)
                     if info.status != "loaded":
                         continue
-                    found = self._registrations(plugin, info)
+                    found = self._registrations(plugin, info, table)
                     if found is None:
+                        self._tables.clear()
                         continue
-                    clashes = [f"{kind} {name!r} is already registered by plugin {_label(tables[table][name])}"
-                               for table, _, kind in self._HOOKS for name, _ in found[table] if name in tables[table]]
+                    kind = self._HOOKS[table][1]
+                    clashes = [f"{kind} {name!r} is already registered by plugin {_label(built[name])}"
+                               for name, _ in found if name in built]
                     if clashes:
                         self._fail(info, f"{'; '.join(clashes)}: this plugin is disabled; uninstall one of the two, "
                                          f"or exclude it with {PLUGINS_ENV}")
+                        self._tables.clear()  # what it registered elsewhere goes too
                         continue
-                    for table, entries in found.items():
-                        for name, entry in entries:
-                            if name in tables[table]:  # registered twice by this same plugin
-                                self._fail(info, f"registers {name!r} twice; fix the plugin")
-                            tables[table][name] = entry
-                self._tables = tables
-            return self._tables
+                    for name, entry in found:
+                        if name in built:  # registered twice by this same plugin
+                            self._fail(info, f"registers {name!r} twice; fix the plugin")
+                        built[name] = entry
+                self._tables[table] = built
+            return self._tables[table]
+
+    def _ensure_all(self):
+        """Every entry point imported and every table built: what ``lenszoo plugins`` reports."""
+        with self._lock:
+            self.pm  # noqa: B018
+            self._import_for(None)
+            for _ in range(2):  # a plugin disabled while building a later table is dropped from the earlier
+                for table in self._HOOKS:
+                    self._table(table)
+                if all(table in self._tables for table in self._HOOKS):
+                    break
 
     @property
     def architectures(self) -> dict[str, Architecture]:
-        return self._ensure_tables()["architectures"]
+        return self._table("architectures")
 
     @property
     def datasets(self) -> dict[str, DatasetEntry]:
-        return self._ensure_tables()["datasets"]
+        return self._table("datasets")
 
     @property
     def weight_manifests(self) -> dict:
         """plugin name -> the weights_manifest.json it ships."""
-        return dict(self._ensure_tables()["weights"])
+        return dict(self._table("weights"))
 
     @property
     def commands(self) -> dict:
-        return {name: entry[1] for name, entry in self._ensure_tables()["commands"].items()}
+        return {name: entry[1] for name, entry in self._table("commands").items()}
 
     def plugins(self) -> list[PluginInfo]:
-        self._ensure_tables()
+        self._ensure_all()
         return sorted(self._plugins.values(), key=lambda p: (not p.builtin, p.name))
 
     def architecture(self, name: str) -> Architecture:
@@ -260,6 +283,30 @@ class Registry:
         if name not in datasets:
             raise UnknownNameError("dataset", name, datasets, hint="see `lenszoo list --datasets`")
         return datasets[name]
+
+
+def _may_implement(ep, hook_name: str) -> bool:
+    """Whether an entry point's module may implement ``hook_name``, read from its source without
+    importing it: a module that names some of lenszoo's hooks but not this one is left for when
+    those are asked for. Anything else (no hook named, ``import *``, an object entry point, no
+    readable source) may implement every hook, and is imported."""
+    import importlib.util
+
+    module, _, attr = ep.value.partition(":")
+    if attr:
+        return True
+    try:
+        spec = importlib.util.find_spec(module.strip())
+        source = open(spec.origin, encoding="utf-8").read() if spec and spec.origin else None  # noqa: SIM115
+    except (ImportError, ValueError, OSError, UnicodeDecodeError):
+        return True
+    if source is None or "import *" in source:
+        return True
+    named = [hook for hook in HOOK_NAMES if hook in source]
+    return not named or hook_name in named
+
+
+HOOK_NAMES = tuple(name for name in dir(hookspecs) if name.startswith("register_"))
 
 
 def _label(entry) -> str:

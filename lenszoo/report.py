@@ -19,10 +19,12 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import LenszooError
 from .files import is_regular_file, path_kind, read_user_text
+from .markdown import table
 
 MARKER = "<!-- written by `lenszoo report` from `lenszoo evaluate` results: regenerate it, do not edit it -->"
 CLASSIFY_COLUMNS = (("accuracy", "Accuracy"), ("auc", "AUC"))
@@ -112,7 +114,7 @@ def load_paper(path) -> dict:
     if not isinstance(paper, dict) or not any(k in paper for k in ("classify", "regress")):
         raise LenszooError(f"--paper {path} needs a 'classify' and/or 'regress' list of "
                            '{"arch": ..., "dataset": ..., metric: value} rows')
-    table = {}
+    published = {}
     for task, columns in (("classify", CLASSIFY_COLUMNS), ("regress", REGRESS_COLUMNS)):
         for i, row in enumerate(paper.get(task, [])):
             if not isinstance(row, dict) or "arch" not in row or "dataset" not in row:
@@ -124,8 +126,8 @@ def load_paper(path) -> dict:
             if task == "classify" and row.get("accuracy") is not None and row["accuracy"] > 1:
                 raise LenszooError(f"--paper {path}: {task}[{i}].accuracy is {row['accuracy']}; "
                                    "give accuracy as a fraction (0.93, not 93)")
-            table[(task, row["arch"], str(row["dataset"]))] = row
-    return {"source": paper.get("source"), "rows": table}
+            published[(task, row["arch"], str(row["dataset"]))] = row
+    return {"source": paper.get("source"), "rows": published}
 
 
 def _mean_std(values):
@@ -149,25 +151,13 @@ def _cell(values, key):
 
 
 def _dig(record, *keys):
-    """``record[k1][k2]...``, or None where a level is missing or not an object."""
+    """``record[k1][k2]...``, or None where a level is missing or not an object (a dict, or a
+    manifest's ``Weights`` record, which reads like its JSON entry)."""
     for key in keys:
-        if not isinstance(record, dict):
+        if not isinstance(record, Mapping):
             return None
         record = record.get(key)
     return record
-
-
-def markdown_cell(value) -> str:
-    """``value`` as one Markdown table cell: a ``|`` (in a name from a results file, say) escaped and a
-    line break made a space, either of which would otherwise end the cell or the table."""
-    return " ".join(str(value).splitlines()).replace("|", "\\|")
-
-
-def markdown_table(headers, rows) -> str:
-    lines = ["| " + " | ".join(map(markdown_cell, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(map(markdown_cell, row)) + " |" for row in rows]
-    return "\n".join(lines)
-
 
 
 def distinct_weights(records: list[dict], rotations: bool = False) -> list[dict]:
@@ -232,7 +222,7 @@ def build_report(results: list[dict], paper: dict | None = None, rotations: bool
             if rotations:
                 row += ["—"] * (len(ROTATION_NAMES) + 1)
             rows.append(row + ["—", 0])
-        sections.append(f"### {title}\n\n{markdown_table(headers, rows)}")
+        sections.append(f"### {title}\n\n{table(headers, rows)}")
     if not sections:
         raise LenszooError("the results hold no classify or regress evaluations")
     notes = ["Accuracy and AUC (macro one-vs-rest) on the test split; regression errors in dex. "

@@ -88,7 +88,7 @@ def _probe(ctx):
 
 
 def _sensitivity(ctx):
-    from .sensitivity import sensitivity_section
+    from .page.sensitivity import sensitivity_section
 
     section = sensitivity_section(ctx.results, ctx.figures / "sensitivity.png", link=f"{ctx.rel}/sensitivity.png",
                                   released=frozenset(ctx.released))

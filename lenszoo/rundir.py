@@ -23,16 +23,16 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import RUN_FILE, load_checkpoint, save_checkpoint
 from .errors import LenszooError
-from .files import atomic_folder, atomic_write_text, claim_output, hold_lock, lock_inside
+from .files import atomic_folder, atomic_write_text, claim_output
+from .locks import hold_lock, lock_inside
 
 if TYPE_CHECKING:
     from .train.config import TrainConfig
 
 RUN_FORMAT = "lenszoo-run"
 RUN_VERSION = 2
-RUN_FILE = "run.json"
 STATE_DIR = "state"
 LATEST_FILE = "LATEST"
 TRAINER_STATE = "trainer_state.pt"
@@ -100,7 +100,7 @@ def config_for_resume(run_dir, given: TrainConfig, given_fields: set[str]) -> Tr
         if not stored.get("stream"):
             stored["epoch_size"] = None  # an epoch was one pass over stored data
         runtime.add("threads")  # not recorded then
-    stored.setdefault("nuisance", "none")  # runs from before --nuisance drew none
+    stored.setdefault("nuisance", "none")  # a run.json without the option drew none
     conflicts = []
     for name in sorted(given_fields - runtime):
         if name in stored and getattr(given, name) != stored[name]:
@@ -183,6 +183,15 @@ def load_state(folder: Path, device):
         raise LenszooError(f"cannot read {folder / TRAINER_STATE} ({type(exc).__name__}: {exc}); "
                            "the run cannot be resumed from this state") from None
     return model, state["optimizer"], state["progress"]
+
+
+def read_metrics(run_dir: Path) -> list[dict] | None:
+    """The per-epoch rows :func:`write_metrics` wrote, or None when they cannot be read."""
+    try:
+        lines = (Path(run_dir) / METRICS_FILE).read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError):
+        return None
 
 
 def write_metrics(run_dir: Path, history: list[dict]):

@@ -14,6 +14,12 @@ from .errors import LenszooError
 PRECISIONS = ("fp32", "bf16")
 
 
+def rank_positions(first: int, count: int, rank: int, world_size: int) -> range:
+    """The positions of ``[first, first + count)`` that ``rank`` of ``world_size`` takes:
+    every ``world_size``-th, starting at ``first + rank`` (ranks interleave)."""
+    return range(first + rank, first + count, world_size)
+
+
 @dataclass
 class DistContext:
     rank: int = 0

@@ -33,6 +33,10 @@ class Architecture:
     # builds the plain-torch inference form (an untrained skeleton for an exported state dict),
     # for architectures whose trainable form needs a heavy library (escnn)
     inference_builder: Callable[..., Any] | None = None
+    # what the architecture is in comparisons (one of ROLES, or None) and where the results page
+    # puts it: registered architectures by ``order``, then the rest by name
+    role: str | None = None
+    order: int | None = None
 
     def build_inference(self, task: str, **kwargs):
         """The inference-form skeleton of the model ``build(task, **kwargs)`` makes, or None."""
@@ -93,7 +97,7 @@ class Architecture:
             "plugin": self.plugin,
             "package": self.package,
         }
-        from .data.normalization import NORMALIZATION, Preprocess
+        from .preprocess import NORMALIZATION, Preprocess
 
         model.preprocess = Preprocess(NORMALIZATION, self.input_size)
         model.register_forward_pre_hook(InputContract(self.name, self.input_size))
@@ -185,7 +189,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 # Registration keywords that describe an architecture; they are not model arguments.
-REGISTRATION_KEYWORDS = frozenset({"tasks", "description", "paper", "input_size"})
+REGISTRATION_KEYWORDS = frozenset({"tasks", "description", "paper", "input_size", "role", "order"})
+# equivariant: a network built to be rotation-equivariant; baseline: the plain network they are
+# measured against; control: a model blind to what the task is about (a margin over it is signal)
+ROLES = ("equivariant", "baseline", "control")
 
 
 def check_model_output(arch: "Architecture", model, task: str):
@@ -256,17 +263,17 @@ class DatasetEntry:
 
 
 def _make_arch(plugin, package, name, builder, *, tasks=TASKS, description="", paper="",
-               input_size=(1, 64, 64), model_args=None, parameters=None, inference_builder=None,
-               **legacy_model_args):
-    """An ``Architecture``: metadata keywords describe it, ``model_args`` are its builder's defaults.
-    (Default model arguments given as extra keywords, the pre-0.2 form, still work.)"""
+               input_size=(1, 64, 64), model_args=None, parameters=None, inference_builder=None, role=None,
+               order=None, **keyword_model_args):
+    """An ``Architecture``: metadata keywords describe it, ``model_args`` are its builder's defaults
+    (extra keywords are taken as default model arguments too)."""
     check_name("architecture", name, f"plugin {plugin!r}")
     if model_args is not None and not isinstance(model_args, dict):
         raise TypeError(f"model_args of architecture {name!r} must be a dict")
-    clash = sorted(set(model_args or {}) & set(legacy_model_args))
+    clash = sorted(set(model_args or {}) & set(keyword_model_args))
     if clash:
         raise TypeError(f"architecture {name!r} gives {', '.join(clash)} both in model_args and as keywords")
-    default_kwargs = {**legacy_model_args, **(model_args or {})}
+    default_kwargs = {**keyword_model_args, **(model_args or {})}
     if not callable(builder):
         raise TypeError(f"builder for architecture {name!r} is not callable")
     tasks = tuple(tasks)
@@ -277,8 +284,12 @@ def _make_arch(plugin, package, name, builder, *, tasks=TASKS, description="", p
         raise TypeError(f"parameters of architecture {name!r} must map its tasks to positive counts")
     if inference_builder is not None and not callable(inference_builder):
         raise TypeError(f"inference_builder of architecture {name!r} is not callable")
+    if role is not None and role not in ROLES:
+        raise TypeError(f"role of architecture {name!r} must be one of {', '.join(ROLES)}, got {role!r}")
+    if order is not None and (isinstance(order, bool) or not isinstance(order, int)):
+        raise TypeError(f"order of architecture {name!r} must be a whole number")
     arch = Architecture(name, builder, tasks, description, paper, tuple(input_size),
-                        default_kwargs, plugin, package, dict(parameters or {}), inference_builder)
+                        default_kwargs, plugin, package, dict(parameters or {}), inference_builder, role, order)
     return name, arch
 
 

@@ -158,7 +158,7 @@ def test_release_into_a_malformed_manifest_copies_nothing(run_dir, tmp_path, mon
 
 def test_a_registered_name_always_means_the_registry(tmp_path, monkeypatch):
     """A folder named like an architecture in the working directory does not shadow it."""
-    from lenszoo.resolve import resolve_name
+    from lenszoo.pretrained.refs import resolve_name
 
     impostor = tmp_path / "c8_steerable"
     impostor.mkdir()
@@ -242,7 +242,7 @@ def test_a_flipped_bit_in_a_shard_is_named_before_training(probe, tmp_path):
 def test_repo_ids_follow_the_hub_clients_rules():
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    from lenszoo.hub import is_valid_repo_id
+    from lenszoo.names import is_valid_repo_id
 
     cases = ["org/name", "org/na.me-1_2", "a/..b", "a/b--c", "a/b\n", "a/bé", "ö/b", "a/" + "x" * 96,
              "a/" + "x" * 97, "a/b.git", "-a/b", "a/b-", "a/.b", "a/b/c", "a//b", " a/b", "a/b ", "org/na me"]

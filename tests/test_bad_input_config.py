@@ -87,9 +87,11 @@ def test_every_config_key_is_declared_and_the_docs_table_is_made_from_the_declar
             if key.kind in ("int", "number", "pair"):
                 assert math.isfinite(key.low) and math.isfinite(key.high)
     docs = (REPO / "docs" / "datasets.md").read_text(encoding="utf-8")
-    assert config_keys.docs_blocks(docs) == config_keys.docs_tables(), (
+    from lenszoo.data import config_docs
+
+    assert config_docs.docs_blocks(docs) == config_docs.docs_tables(), (
         "docs/datasets.md's tables of config keys differ from the code: run "
-        "lenszoo.data.config_keys.rewrite_docs('docs/datasets.md')")
+        "lenszoo.data.config_docs.rewrite_docs('docs/datasets.md')")
 
 
 def test_an_image_with_non_finite_parameters_is_never_stored_and_the_error_names_its_index_and_key(

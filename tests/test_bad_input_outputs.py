@@ -13,7 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from lenszoo.files import hold_lock, lock_beside, lock_inside, sha256_file
+from lenszoo.files import sha256_file
+from lenszoo.locks import hold_lock, lock_beside, lock_inside
 from lenszoo.inference.writer import RowWriter
 
 from .test_bad_input import TINY, cli, one_line_error, probe, run_dir, snapshot  # noqa: F401 - fixtures
@@ -156,7 +157,7 @@ def test_two_predict_processes_never_write_one_table(stacks, tmp_path):
     out = tmp_path / "s.csv"
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time\n"
-        "from lenszoo.files import hold_lock, lock_beside\n"
+        "from lenszoo.locks import hold_lock, lock_beside\n"
         f"with hold_lock(lock_beside({str(out)!r}), target='x'):\n"
         "    print('held', flush=True)\n"
         "    sys.stdin.read()\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

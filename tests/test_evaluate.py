@@ -179,14 +179,14 @@ def test_tta_evaluation_is_invariant_to_the_eight_transforms_and_reported(tmp_pa
     import torch
 
     import lenszoo
-    from lenszoo.evaluate import evaluate_model, predict_tta
+    from lenszoo.evaluate import evaluate_model, tta_outputs
     from lenszoo.inference.scorer import dihedral_views
 
     torch.manual_seed(0)
     model = lenszoo.create_model("hnet", task="classify").eval()
     images = torch.rand(12, 1, 64, 64)
     targets = torch.arange(12) % 3
-    outputs = [predict_tta(model, view, model.preprocess, "cpu", 256, "classify") for view in dihedral_views(images)]
+    outputs = [tta_outputs(model, view, "cpu", 256) for view in dihedral_views(images)]
     for out in outputs[1:]:  # log-probabilities of the averaged probabilities
         torch.testing.assert_close(out, outputs[0], atol=1e-4, rtol=1e-4)
     results, plain = evaluate_model(model, images, targets, task="classify", tta=True)

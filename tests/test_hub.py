@@ -9,13 +9,14 @@ import torch
 from click.testing import CliRunner
 
 import lenszoo
-import lenszoo.hub
-import lenszoo.weights
+import lenszoo.pretrained.publish
+import lenszoo.pretrained.release
 from lenszoo.checkpoint import WEIGHTS_NAME, save_checkpoint
 from lenszoo.cli import main
 from lenszoo.errors import LenszooError
 from lenszoo.registry import registry
-from lenszoo.weights import read_manifest, release, validate_manifest
+from lenszoo.pretrained.manifest import read_manifest, validate_manifest
+from lenszoo.pretrained.release import release
 
 from .hub_server import HubServer
 from .probes import ProbePlugin, registered
@@ -61,7 +62,7 @@ def downloads(server):
 
 def test_publish_download_load_gives_identical_outputs(hub, probe_arch, tmp_path):
     original = make_checkpoint(tmp_path / "ckpt")
-    result = lenszoo.hub.publish(tmp_path / "ckpt", "lenszoo/hub-probe-B", tag="v1")
+    result = lenszoo.pretrained.publish.publish(tmp_path / "ckpt", "lenszoo/hub-probe-B", tag="v1")
     assert len(result.commit_sha) == 40 and result.url == f"{hub.url}/lenszoo/hub-probe-B"
     loaded = lenszoo.load(f"hf-hub:lenszoo/hub-probe-B@{result.commit_sha}")
     assert not loaded.training
@@ -79,9 +80,9 @@ def test_publish_download_load_gives_identical_outputs(hub, probe_arch, tmp_path
 
 def test_a_later_commit_to_main_does_not_change_a_pinned_load(hub, probe_arch, tmp_path):
     first = make_checkpoint(tmp_path / "one", seed=1)
-    sha1 = lenszoo.hub.publish(tmp_path / "one", "lenszoo/moving").commit_sha
+    sha1 = lenszoo.pretrained.publish.publish(tmp_path / "one", "lenszoo/moving").commit_sha
     second = make_checkpoint(tmp_path / "two", seed=2)
-    sha2 = lenszoo.hub.publish(tmp_path / "two", "lenszoo/moving").commit_sha
+    sha2 = lenszoo.pretrained.publish.publish(tmp_path / "two", "lenszoo/moving").commit_sha
     assert sha1 != sha2 and not torch.equal(outputs(first), outputs(second))
     assert torch.equal(outputs(lenszoo.load(f"hf-hub:lenszoo/moving@{sha1}")), outputs(first))
     assert torch.equal(outputs(lenszoo.load("hf-hub:lenszoo/moving")), outputs(second))
@@ -89,7 +90,7 @@ def test_a_later_commit_to_main_does_not_change_a_pinned_load(hub, probe_arch, t
 
 def test_a_corrupted_cache_file_is_detected_and_fetched_again(hub, probe_arch, tmp_path):
     original = make_checkpoint(tmp_path / "ckpt")
-    sha = lenszoo.hub.publish(tmp_path / "ckpt", "lenszoo/corrupt").commit_sha
+    sha = lenszoo.pretrained.publish.publish(tmp_path / "ckpt", "lenszoo/corrupt").commit_sha
     lenszoo.load(f"hf-hub:lenszoo/corrupt@{sha}")
     before = len(downloads(hub))
     cached = next((tmp_path / "hf-home" / "hub").rglob(f"snapshots/{sha}/{WEIGHTS_NAME}"))
@@ -144,7 +145,7 @@ def register_architectures(register):
 
 def test_a_corrupted_cached_config_is_fetched_again(hub, probe_arch, tmp_path):
     original = make_checkpoint(tmp_path / "ckpt")
-    sha = lenszoo.hub.publish(tmp_path / "ckpt", "lenszoo/corrupt-config").commit_sha
+    sha = lenszoo.pretrained.publish.publish(tmp_path / "ckpt", "lenszoo/corrupt-config").commit_sha
     lenszoo.load(f"hf-hub:lenszoo/corrupt-config@{sha}")
     before = len(downloads(hub))
     cached = next((tmp_path / "hf-home" / "hub").rglob(f"snapshots/{sha}/config.json")).resolve()
@@ -158,7 +159,7 @@ def test_a_corrupted_cached_config_is_fetched_again(hub, probe_arch, tmp_path):
 
 def test_offline_with_warm_cache_works_and_cold_cache_fails_fast(hub, probe_arch, tmp_path, monkeypatch):
     original = make_checkpoint(tmp_path / "ckpt")
-    sha = lenszoo.hub.publish(tmp_path / "ckpt", "lenszoo/offline").commit_sha
+    sha = lenszoo.pretrained.publish.publish(tmp_path / "ckpt", "lenszoo/offline").commit_sha
     lenszoo.load(f"hf-hub:lenszoo/offline@{sha}")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub.state.requests.clear()
@@ -201,7 +202,7 @@ def test_hf_hub_with_a_missing_plugin_names_the_package(hub, probe_arch, tmp_pat
     config = json.loads(config_path.read_text())
     config.update(arch="d8_elsewhere", package="lenszoo-elsewhere", plugin="d8_elsewhere")
     config_path.write_text(json.dumps(config))
-    sha = lenszoo.hub.publish(tmp_path / "ckpt", "lenszoo/needs-plugin").commit_sha
+    sha = lenszoo.pretrained.publish.publish(tmp_path / "ckpt", "lenszoo/needs-plugin").commit_sha
     with pytest.raises(LenszooError, match=r"plugin package 'lenszoo-elsewhere'.*pip install lenszoo-elsewhere"):
         lenszoo.load(f"hf-hub:lenszoo/needs-plugin@{sha}")
 
@@ -251,7 +252,7 @@ def test_released_weights_resolve_local_then_cache_then_pinned_hub(hub, probe_ar
     # 3. without the local file: a download pinned to the manifest's commit
     (manifest.parent / entry["file"]).unlink()
     later = make_checkpoint(tmp_path / "later", seed=7, task="regress")
-    lenszoo.hub.publish(tmp_path / "later", "lenszoo/probe-regress-B")  # moves main, not the pin
+    lenszoo.pretrained.publish.publish(tmp_path / "later", "lenszoo/probe-regress-B")  # moves main, not the pin
     loaded = lenszoo.load("hub_probe", task="regress", dataset="B")
     assert torch.equal(outputs(loaded), outputs(original)) and not torch.equal(outputs(later), outputs(original))
     # 2. then from the cache, offline
@@ -268,8 +269,8 @@ def test_download_prefetches_into_the_cache(hub, probe_arch, tmp_path, monkeypat
     monkeypatch.setenv("LENSZOO_MANIFEST", str(manifest))
     original = make_checkpoint(tmp_path / "ckpt")
     release(tmp_path / "ckpt", manifest=manifest)
-    sha = lenszoo.hub.publish(tmp_path / "weights" / "hub_probe-classify-B", "lenszoo/prefetch").commit_sha
-    lenszoo.weights.record_publication("hub_probe", "classify", "B", "lenszoo/prefetch", sha, manifest=manifest)
+    sha = lenszoo.pretrained.publish.publish(tmp_path / "weights" / "hub_probe-classify-B", "lenszoo/prefetch").commit_sha
+    lenszoo.pretrained.release.record_publication("hub_probe", "classify", "B", "lenszoo/prefetch", sha, manifest=manifest)
     (tmp_path / "weights" / "hub_probe-classify-B" / WEIGHTS_NAME).unlink()
     result = CliRunner().invoke(main, ["download", "hub_probe", "--task", "classify", "--dataset", "B"],
                                 catch_exceptions=False)
@@ -280,7 +281,7 @@ def test_download_prefetches_into_the_cache(hub, probe_arch, tmp_path, monkeypat
 
 def test_download_takes_hub_names_too(hub, probe_arch, tmp_path, monkeypatch):
     original = make_checkpoint(tmp_path / "ckpt")
-    sha = lenszoo.hub.publish(tmp_path / "ckpt", "lenszoo/direct").commit_sha
+    sha = lenszoo.pretrained.publish.publish(tmp_path / "ckpt", "lenszoo/direct").commit_sha
     result = CliRunner().invoke(main, ["download", f"hf-hub:lenszoo/direct@{sha}"])
     assert result.exit_code == 0, result.output
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

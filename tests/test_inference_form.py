@@ -11,7 +11,7 @@ import torch
 
 import lenszoo
 from lenszoo.checkpoint import INFERENCE_NAME, save_checkpoint
-from lenszoo.weights import release
+from lenszoo.pretrained.release import release
 
 from .probes import registered
 

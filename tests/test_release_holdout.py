@@ -49,7 +49,7 @@ def folder_bytes(folder):
 
 def test_release_records_holdout_metrics_of_exactly_these_weights(zoo, tmp_path, monkeypatch):
     import lenszoo.contract as contract
-    from lenszoo.weights import release
+    from lenszoo.pretrained.release import release
 
     measure = contract.measure_contract
     monkeypatch.setattr(contract, "measure_contract", lambda generator, **kw: measure(generator, n=48))

@@ -225,10 +225,10 @@ def regenerated(tmp_path_factory):
     manifest; and the same page without its notes (what the code renders from the records)."""
     from lenszoo.report import load_paper, load_results
     from lenszoo.report_page import build_page
-    from lenszoo.weights import released_weights
+    from lenszoo.pretrained.manifest import released_weights
 
     command = PAGE.read_text().splitlines()[4].split("`")[1]
-    released = {e["sha256"]: e for e in released_weights(REPO / "weights_manifest.json")}
+    released = {w.sha256: w.to_entry() for w in released_weights(REPO / "weights_manifest.json")}
     pages = []
     for notes in (NOTES.read_text(), None):
         root = tmp_path_factory.mktemp("docs")

@@ -7,14 +7,8 @@ import numpy as np
 import pytest
 
 from lenszoo.errors import LenszooError
-from lenszoo.sensitivity import (
-    DEFAULT_BINS_PERCENT,
-    hanley_mcneil_se,
-    merge_bins,
-    sensitivity,
-    sensitivity_section,
-    smallest_fraction_detected,
-)
+from lenszoo.page.sensitivity import merge_bins, sensitivity_section
+from lenszoo.sensitivity import DEFAULT_BINS_PERCENT, hanley_mcneil_se, sensitivity, smallest_fraction_detected
 from tests.probes import ProbePlugin, registered
 from tests.test_bad_input import cli, one_line_error
 

@@ -161,11 +161,11 @@ def test_preview_never_replaces_a_png_it_did_not_write(tmp_path):
 
 # -- release, report --------------------------------------------------------------------------------
 def test_release_goes_where_to_says_and_never_into_an_installed_package(run_dir, tmp_path, monkeypatch):
-    import lenszoo.weights as weights
+    import lenszoo.pretrained.release as release
 
     monkeypatch.delenv("LENSZOO_MANIFEST", raising=False)
-    assert weights.release_manifest() == REPO / "weights_manifest.json"  # a source checkout: its own
-    monkeypatch.setattr(weights, "source_checkout", lambda: None)  # as from an installed wheel
+    assert release.release_manifest() == REPO / "weights_manifest.json"  # a source checkout: its own
+    monkeypatch.setattr(release, "source_checkout", lambda: None)  # as from an installed wheel
     result = cli("release", run_dir)
     assert result.exit_code != 0 and "--to DIR" in result.output
     target = tmp_path / "my-zoo"
@@ -236,3 +236,89 @@ def test_the_results_page_is_generated_from_evaluations_and_regenerates(run_dir,
     figures = tmp_path / "docs" / "results-figures"
     assert (figures / "learning_curves.png").is_file() and (figures / "probe-classify-A-roc_curves.png").is_file()
     assert "](results-figures/learning_curves.png)" in text
+
+
+# -- layering ----------------------------------------------------------------------------------------
+def lenszoo_import_graph() -> dict[str, set[str]]:
+    """module -> the lenszoo modules its source imports, at module level or inside a function (both
+    count: a function-level import is still a dependency, only a later one). ``from PKG import NAME``
+    names PKG.NAME where that is a module, else PKG. Imports of the top package ``lenszoo`` itself
+    are left out: Python runs ``lenszoo/__init__.py`` before any of its modules, so reading a name
+    from it (``__version__``) imports nothing new."""
+    import ast
+
+    root = REPO / "lenszoo"
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([node.module] if node.module else []))
+                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                           for alias in node.names]
+            else:
+                continue
+            for target in targets:
+                while target and target not in modules:  # `import lenszoo.x.y` names lenszoo.x.y
+                    target = target.rpartition(".")[0]
+                if target and target != "lenszoo" and target != name:
+                    found.add(target)
+        graph[name] = found
+    return graph
+
+
+def test_lenszoo_modules_import_each_other_without_a_cycle():
+    graph = lenszoo_import_graph()
+    assert "lenszoo.checkpoint" in graph["lenszoo.rundir"]  # the graph sees imports
+    state, cycles = {}, []
+
+    def visit(module, path):
+        state[module] = "open"
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                cycles.append(" -> ".join(path[path.index(target):] + [target]))
+            elif target not in state:
+                visit(target, path + [target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "import cycles among lenszoo's modules:\n" + "\n".join(cycles)
+
+
+def test_loading_released_weights_imports_neither_the_cli_nor_the_trainer():
+    """Registry tables are built per hook kind: resolving an architecture runs no command hook."""
+    code = ("import lenszoo, sys; lenszoo.load('c8_steerable', task='classify', dataset='B'); "
+            "print(sorted(m for m in sys.modules if m.startswith(('click', 'lenszoo.train', 'escnn', 'timm'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_page_reads_roles_and_order_from_registrations(probe):
+    from lenszoo.page import select
+
+    assert select.ORDER == ("resnet50", "c8_steerable", "hnet", "etn", "radial_profile")
+    assert select.EQUIVARIANT == ("c8_steerable", "hnet", "etn")
+    assert (select.BASELINE, select.CONTROL) == ("resnet50", "radial_profile")
+    assert lenszoo.get_architecture("hnet").role == "equivariant"
+    names = ["probe", "radial_profile", "legacy_probe", "resnet50", "c8_steerable"]
+    assert sorted(names, key=select.arch_order) == ["resnet50", "c8_steerable", "radial_profile", "legacy_probe",
+                                                    "probe"]  # a third-party arch without an order: after, by name
+    with pytest.raises(TypeError, match="role of architecture"):
+        from lenszoo.specs import _make_arch
+
+        _make_arch("p", None, "x_net", lambda task: None, role="hero")

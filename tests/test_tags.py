@@ -8,7 +8,7 @@ import pytest
 
 import lenszoo
 from lenszoo.errors import LenszooError
-from lenszoo.weights import find_entry, validate_manifest
+from lenszoo.pretrained.manifest import find_entry, validate_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = json.loads((REPO / "weights_manifest.json").read_text())
@@ -88,7 +88,7 @@ def test_the_manifest_allows_one_default_and_one_entry_per_tag():
 
 def test_release_with_a_tag_and_default(zoo, tmp_path, monkeypatch):
     import lenszoo.contract as contract
-    from lenszoo.weights import release
+    from lenszoo.pretrained.release import release
 
     measure = contract.measure_contract
     monkeypatch.setattr(contract, "measure_contract", lambda generator, **kw: measure(generator, n=48))

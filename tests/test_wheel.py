@@ -124,7 +124,7 @@ def expected(installed, entry):
 
 def test_the_wheel_carries_the_manifest_and_the_small_checkpoints(installed):
     python, copy, env, small, large, root = installed
-    done = run_in(installed, "import lenszoo.weights as w, pathlib; print(w.manifest_path()); "
+    done = run_in(installed, "import lenszoo.pretrained.manifest as w, pathlib; print(w.manifest_path()); "
                              "print(sorted(p.name for p in (w.PACKAGED_ZOO / 'weights').iterdir()))")
     manifest_file, bundled = done.stdout.strip().splitlines()
     assert "site-packages" in manifest_file or "lib" in manifest_file

@@ -109,7 +109,7 @@ def test_the_readme_headline_table_is_the_manifests():
     a release that changes the numbers must regenerate it."""
     from lenszoo.report import load_paper
     from lenszoo.report_page import HEADLINE_BEGIN, HEADLINE_END, headline_table
-    from lenszoo.weights import released_weights
+    from lenszoo.pretrained.manifest import released_weights
 
     readme = (REPO / "README.md").read_text()
     block = readme.split(HEADLINE_BEGIN)[1].split(HEADLINE_END)[0].strip()
@@ -120,23 +120,25 @@ def test_the_readme_headline_table_is_the_manifests():
 # -- a zoo with a checkpoint that is neither here nor published (issue 27, items 13 and 14) -------
 @pytest.fixture(params=["checkout", "installed"])
 def partial_zoo(request, tmp_path, monkeypatch):
-    """A manifest whose radial_profile/*/A checkpoints are on disk and whose resnet50/classify/A is
+    """A manifest whose untagged radial_profile/*/A checkpoints are on disk and whose resnet50/classify/A is
     neither on disk nor published: in a folder of one's own (LENSZOO_MANIFEST) or as an installed
     wheel's lenszoo/zoo/ (which carries only the small checkpoints)."""
     import shutil
 
-    import lenszoo.weights
+    import lenszoo.pretrained.manifest
 
     zoo = tmp_path / "zoo"
-    keep = [e for e in MANIFEST["weights"] if e["arch"] == "radial_profile" and e["dataset"] == "A"]
-    missing = next(e for e in MANIFEST["weights"] if (e["arch"], e["task"], e["dataset"]) == ("resnet50", "classify", "A"))
+    keep = [e for e in MANIFEST["weights"]  # untagged: the zoo stays three checkpoints as tags are released
+            if e["arch"] == "radial_profile" and e["dataset"] == "A" and not e.get("tag")]
+    missing = next(e for e in MANIFEST["weights"]
+                   if (e["arch"], e["task"], e["dataset"], e.get("tag")) == ("resnet50", "classify", "A", None))
     assert not missing["hf_repo_id"]
     for entry in keep:
         shutil.copytree(REPO / entry["folder"], zoo / entry["folder"])
     (zoo / "weights_manifest.json").write_text(json.dumps({**MANIFEST, "weights": keep + [missing]}))
     monkeypatch.setenv("LENSZOO_MANIFEST", str(zoo / "weights_manifest.json"))
     if request.param == "installed":
-        monkeypatch.setattr(lenszoo.weights, "PACKAGED_ZOO", zoo.resolve())
+        monkeypatch.setattr(lenszoo.pretrained.manifest, "PACKAGED_ZOO", zoo.resolve())
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: no request leaves the machine
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

@@ -10,19 +10,7 @@ from __future__ import annotations
 
 from ..hookspecs import hookimpl
 from .options import lazy_attributes
-
-# c8_steerable's registered defaults (they become ``model_args`` in checkpoints); the family's
-# builder fills missing keys from them too.
-DEFAULT_LAYOUT = {
-    "widths": (4, 8, 16, 24),
-    "kernel_sizes": (8, 3, 3, 3),
-    "strides": (2, 1, 1, 1),
-    "pool": (False, True, True, False),
-    "head_width": 64,
-    "dropout": 0.0,
-    "global_fields": 16,
-    "readout": "mean",
-}
+from .steerable_defaults import DEFAULT_LAYOUT  # c8_steerable registers the family's layout as it is
 
 
 def build_c8_steerable(task="classify", **layout):
@@ -50,6 +38,7 @@ def register_architectures(register):
         paper="Weiler & Cesa 2019, arXiv:1911.08251",
         model_args={key: list(value) if isinstance(value, tuple) else value for key, value in DEFAULT_LAYOUT.items()},
         parameters={"classify": 104_431, "regress": 104_301},  # at the default model_args; a test checks them
+        role="equivariant", order=1,
         inference_builder=build_c8_inference,
     )
 

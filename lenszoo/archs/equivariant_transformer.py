@@ -23,8 +23,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .etn import TRANSFORMERS  # what each transformer layer predicts, and in which coordinates
 from .layers import check_image_batch, circular_mask, pixel_grid, rotation_scale_matrices, sample_at
+
+# what each transformer layer predicts, and the coordinates it predicts it in
+TRANSFORMERS = {
+    "rotation": ("polar", True, False),  # (grid, predicts angle, predicts log-scale)
+    "scale": ("log-polar", False, True),
+    "rotation_scale": ("log-polar", True, True),
+}
 
 
 def canonical_grid(kind: str, n_radii: int, n_angles: int, min_radius: float) -> tuple[torch.Tensor, ...]:

@@ -11,13 +11,6 @@ from ..errors import LenszooError
 from ..hookspecs import hookimpl
 from ..tasks import num_outputs
 from .options import MAX_LAYERS, MAX_WIDTH, check_options, lazy_attributes, positive_int, positive_ints
-
-# what each transformer layer predicts, and the coordinates it predicts it in
-TRANSFORMERS = {
-    "rotation": ("polar", True, False),  # (grid, predicts angle, predicts log-scale)
-    "scale": ("log-polar", False, True),
-    "rotation_scale": ("log-polar", True, True),
-}
 DEFAULTS = dict(transformers=("rotation",), pose_channels=8, pose_depth=3, n_radii=16, n_angles=64,
                 min_radius=0.05, base_widths=(16, 32, 64, 128), dropout=0.0, mask_outside_disc=True, readout="mean")
 READOUTS = ("mean", "flatten")
@@ -29,6 +22,8 @@ def _number_in(value, low, high) -> bool:
 
 
 def build_etn(task, **options):
+    from .equivariant_transformer import ETN, TRANSFORMERS  # torch: the options are checked against the network
+
     opts = check_options("etn", options, DEFAULTS)
     transformers = (opts["transformers"],) if isinstance(opts["transformers"], str) else tuple(opts["transformers"])
     unknown = [t for t in transformers if t not in TRANSFORMERS]
@@ -49,8 +44,6 @@ def build_etn(task, **options):
     if opts["readout"] not in READOUTS:
         raise LenszooError(f"etn option readout={opts['readout']!r} is invalid; use one of: {', '.join(READOUTS)}")
     base_widths = positive_ints("etn", "base_widths", opts["base_widths"], maximum=MAX_WIDTH)
-    from .equivariant_transformer import ETN
-
     return ETN(num_outputs(task), **{**opts, "transformers": transformers, "base_widths": base_widths})
 
 
@@ -66,6 +59,7 @@ def register_architectures(register):
         paper="Tai et al. 2019, arXiv:1901.11399",
         model_args={k: list(v) if isinstance(v, tuple) else v for k, v in DEFAULTS.items()},
         parameters={"classify": 98_788, "regress": 98_530},  # at the default model_args; a test checks them
+        role="equivariant", order=3,
     )
 
 

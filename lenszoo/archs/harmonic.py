@@ -27,7 +27,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import LenszooError
-from .hnet import READOUTS  # noqa: F401 - the read-outs HNet knows, listed with its options
 from .layers import check_image_batch, linear_ring_weights
 
 _EPS = 1e-6  # keeps |z| and d|z|/dz finite where a feature is exactly zero

@@ -50,6 +50,7 @@ def register_architectures(register):
         paper="Worrall et al. 2017, arXiv:1612.04642",
         model_args={k: list(v) if isinstance(v, tuple) else v for k, v in DEFAULTS.items()},
         parameters={"classify": 15_703, "regress": 15_637},  # at the default model_args; a test checks them
+        role="equivariant", order=2,
     )
 
 

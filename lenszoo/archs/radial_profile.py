@@ -50,6 +50,7 @@ def register_architectures(register):
         paper="lenszoo control (issue 16): what a global shortcut is worth",
         model_args={k: list(v) if isinstance(v, tuple) else v for k, v in DEFAULTS.items()},
         parameters={"classify": 6_787, "regress": 6_657},  # at the default model_args; a test checks them
+        role="control", order=4,
     )
 
 

@@ -19,4 +19,5 @@ def register_architectures(register):
         description="timm ResNet-50, one input channel, global average pooling; not rotation-equivariant",
         paper="He et al. 2016, arXiv:1512.03385",
         parameters={"classify": 23_507_907, "regress": 23_503_809},  # a test checks them
+        role="baseline", order=0,
     )

@@ -38,8 +38,8 @@ Public API (stable; third-party plugins such as ``lenszoo-d8`` build on it):
 
 ``build_steerable_cnn(task, *, group="C8", input_size=64, widths, kernel_sizes, strides, pool, global_fields, readout, head_width, dropout)``
     a ``SteerableCNN`` for any cyclic (``"C4"``, ``"C8"``, ...) or dihedral
-    (``"D4"``, ``"D8"``, ...) group; ``DEFAULT_LAYOUT`` holds c8_steerable's
-    defaults.
+    (``"D4"``, ``"D8"``, ...) group; ``DEFAULT_LAYOUT`` (``steerable_defaults.py``)
+    holds the family's defaults, which c8_steerable registers.
 ``SteerableCNN``
     ``forward(x)`` maps ``(B, 1, 64, 64)`` to ``(B, 3)`` or ``(B, 1)``;
     ``export()`` returns an ``ExportedSteerableCNN``, the same function in plain
@@ -82,7 +82,7 @@ from .steerable_layers import (  # noqa: F401 - the layers are part of the famil
     parse_group,
     plan_layout,
 )
-from .c8_steerable import DEFAULT_LAYOUT  # noqa: E402 - the C8 variant's layout is the family's default
+from .steerable_defaults import DEFAULT_LAYOUT  # noqa: E402, F401 - the family's layout, part of its API
 
 
 # --------------------------------------------------------------------------- groups

@@ -27,8 +27,8 @@ def export_command(model, onnx_path, task, dataset, opset, check, as_json):
       lenszoo export c8_steerable --dataset B --onnx c8-classify-B.onnx
     """
     from ..export import check_onnx_path, export_onnx
-    from ..files import hold_lock, lock_beside
-    from ..resolve import load_model
+    from ..locks import hold_lock, lock_beside
+    from ..pretrained.load import load_model
 
     path = check_onnx_path(onnx_path)  # before the lock and the model
     with hold_lock(lock_beside(path), target=path, option="--onnx"):  # one export writes a path at a time

@@ -27,8 +27,11 @@ def publish_command(path, repo_id, tag, private, update_manifest, whole_release,
     from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_config
     from ..errors import LenszooError
     from ..files import sha256_file
-    from ..hub import check_repo_id, publish, publish_release, resolve_checkpoint_folder
-    from ..weights import find_entry, record_publication, release_manifest
+    from ..names import check_repo_id
+    from ..pretrained.manifest import find_entry
+    from ..pretrained.publish import publish, publish_release
+    from ..pretrained.refs import resolve_checkpoint_folder
+    from ..pretrained.release import record_publication, release_manifest
 
     if whole_release:
         if path or repo_id:
@@ -70,30 +73,32 @@ def download_command(name, task, dataset, everything):
     """Fetch NAME (a registered architecture's released weights, or hf-hub:ORG/NAME[@REV]) into the
     Hugging Face cache for later offline use; sha256 checked."""
     from ..errors import LenszooError
-    from ..resolve import checkpoint_folder_for, resolve_name
+    from ..pretrained.refs import resolve_name
+    from ..pretrained.source import source_for
 
     if everything:
-        from ..weights import WeightsUnavailable, entry_label, released_weights, resolve_entry, skipped_summary
+        from ..pretrained.manifest import released_weights
+        from ..pretrained.source import WeightsUnavailable, locate, skipped_summary
 
         if name:
             raise LenszooError("--all fetches every released checkpoint; give no NAME with it")
         entries, skipped = released_weights(), []
         for entry in entries:
             try:
-                folder = resolve_entry(entry)
+                folder = locate(entry).folder
             except WeightsUnavailable as exc:
                 if exc.published:  # published, but offline: going online fetches it
                     raise
                 skipped.append(exc)  # no one can fetch it yet: the rest still come
                 continue
-            click.echo(f"{entry_label(entry)}: {folder}")
+            click.echo(f"{entry.label}: {folder}")
         click.echo(f"{len(entries) - len(skipped)} checkpoints ready for offline use"
                    + (f"; {skipped_summary(skipped, len(entries))}" if skipped else ""))
         return
     if not name:
         raise LenszooError("give NAME (an architecture or hf-hub:ORG/NAME), or --all")
     ref = resolve_name(name, task=task, dataset=dataset, accept=("released", "hub"))
-    folder = checkpoint_folder_for(ref)
+    folder = source_for(ref).folder
     label = f"{name}/{task}/{ref.dataset or dataset}" if ref.kind == "released" else name
     click.echo(f"{label}: {folder}")
 
@@ -123,8 +128,8 @@ def release_command(path, to, fp16, tag, make_default, metrics_from):
       lenszoo release runs/c8_steerable-classify-A
       lenszoo release weights/c8_steerable-classify-A --metrics-from runs/eval/c8_steerable-classify-A-holdout"""
     from ..errors import LenszooError
-    from ..hub import resolve_checkpoint_folder
-    from ..weights import record_evaluations, release, release_manifest
+    from ..pretrained.refs import resolve_checkpoint_folder
+    from ..pretrained.release import record_evaluations, release, release_manifest
 
     manifest = release_manifest(to)
     if metrics_from:

@@ -60,8 +60,8 @@ def predict_command(model, inputs, out, task, dataset, fmt, hdu, resize, tta, re
       lenszoo predict c8_steerable --dataset B cutouts/ --out scores.csv
       lenszoo predict c8_steerable --task regress --dataset B cube.fits --out masses.jsonl --tta
     """
-    from ..files import hold_lock, lock_beside
-    from ..resolve import resolve_name
+    from ..locks import hold_lock, lock_beside
+    from ..pretrained.refs import resolve_name
     from ..inference.inputs import find_inputs
     from ..inference.options import output_format, require_onnxruntime
     from ..inference.parts import launch_local_rank, launch_rank, part_format, part_path, rank_files
@@ -113,7 +113,7 @@ def _predict_into(model, files, problems, *, out, target, target_fmt, task, data
     from ..inference.scorer import Scorer, input_size
     from ..inference.table import columns_for
     from ..inference.writer import RowWriter
-    from ..resolve import load_model
+    from ..pretrained.load import load_model
     from ..runtime import native_bf16, resolve_device
 
     target = Path(target)

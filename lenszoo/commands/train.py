@@ -214,10 +214,10 @@ def report_command(results, paper, rotations, out, page, figures, notes, records
     if readme:
         from ..files import atomic_write_text
         from ..report_page import headline_table, replace_headline
-        from ..weights import released_weights
+        from ..pretrained.manifest import released_weights
 
         readme_path = Path(readme)
-        table = headline_table(released_weights(), published["rows"] if published else None)
+        table = headline_table([w.to_entry() for w in released_weights()], published["rows"] if published else None)
         atomic_write_text(readme_path, replace_headline(readme_text, table, where=str(readme_path)))
         click.echo(f"headline table in {readme} rewritten", err=True)
     if page:
@@ -254,10 +254,10 @@ def _released() -> dict:
     """The weights the manifest releases, by sha256 (their manifest entries): where a run was
     evaluated before and after its fp16 release, the page shows the released weights, and what
     each cost as the manifest records it."""
-    from ..weights import released_weights
+    from ..pretrained.manifest import released_weights
 
     try:
-        return {entry["sha256"]: entry for entry in released_weights()}
+        return {w.sha256: w.to_entry() for w in released_weights()}
     except LenszooError:  # no manifest here: every evaluation is a candidate
         return {}
 

@@ -4,8 +4,8 @@ Each generator module declares its keys (``lensing.CONFIG_KEYS``, ``matched.CONF
 the classes here, and those lists are the one source of truth for two things: the checks a generator runs on its
 config before it renders anything (``check_config``: a value of the wrong type, outside its
 range or beyond its upper bound is a one-line error naming the key), and the tables of keys in
-``docs/datasets.md`` (``markdown_table``; ``tests/test_bad_input_config.py`` keeps the two equal,
-``rewrite_docs("docs/datasets.md")`` rewrites the tables).
+``docs/datasets.md`` (``keys_table``; ``config_docs.py`` puts them there and
+``tests/test_bad_input_config.py`` keeps the two equal).
 
 Ranges are physically sensible and bounded above on purpose: a config is often typed by hand
 (``lenszoo simulate --set``), and an exposure of 0 s, a negative mass or a million-fold
@@ -174,47 +174,14 @@ def _cell(value) -> str:
     return _number(value)
 
 
-def markdown_table(keys: tuple[Key, ...], defaults: dict[str, dict], rules: tuple[Rule, ...] = ()) -> str:
+def keys_table(keys: tuple[Key, ...], defaults: dict[str, dict], rules: tuple[Rule, ...] = ()) -> str:
     """The docs' table of ``keys``: name, allowed values, unit, each dataset's default (``defaults``
     maps dataset names to their configs) and meaning; then the rules between keys."""
-    headers = ["key", "allowed", "unit", *defaults, "meaning"]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    for key in keys:
-        row = [f"`{key.name}`", key.allowed(), key.unit or "—"]
-        row += [_cell(value_at(config, key.name)) for config in defaults.values()]
-        row.append(key.meaning)
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
+    from ..markdown import table
+
+    rows = [[f"`{key.name}`", key.allowed(), key.unit or "—",
+             *(_cell(value_at(config, key.name)) for config in defaults.values()), key.meaning] for key in keys]
+    lines = [table(["key", "allowed", "unit", *defaults, "meaning"], rows)]
     if rules:
         lines += ["", "Also: " + "; ".join(rule.text for rule in rules) + "."]
     return "\n".join(lines)
-
-
-def docs_tables() -> dict[str, str]:
-    """Each generator family's table, by the name its block in docs/datasets.md carries."""
-    from . import lensing, matched
-
-    return {
-        "lensing": markdown_table(lensing.CONFIG_KEYS, {n: lensing.default_config(n) for n in ("A", "B")},
-                                  lensing.CONFIG_RULES),
-        "matched": markdown_table(matched.CONFIG_KEYS, {n: matched.default_config(n) for n in ("C-euclid", "C-hst")},
-                                  matched.CONFIG_RULES),
-    }
-
-
-BLOCK = re.compile(r"(<!-- config keys: (?P<name>[\w-]+) -->\n)(?P<body>(?:(?!<!-- ).)*?)(\n?<!-- end config keys -->)",
-                   re.S)
-
-
-def docs_blocks(text: str) -> dict[str, str]:
-    """The tables between ``<!-- config keys: NAME -->`` and ``<!-- end config keys -->`` in ``text``."""
-    return {match["name"]: match["body"] for match in BLOCK.finditer(text)}
-
-
-def rewrite_docs(path) -> None:
-    """Rewrite the tables of keys in the Markdown file ``path`` (docs/datasets.md) from the code."""
-    from pathlib import Path
-
-    path = Path(path)
-    tables = docs_tables()
-    text = BLOCK.sub(lambda m: m.group(1) + tables[m["name"]] + "\n<!-- end config keys -->", path.read_text(encoding="utf-8"))
-    path.write_text(text, encoding="utf-8")

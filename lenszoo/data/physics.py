@@ -55,6 +55,14 @@ def draw_power_law_masses(rng: np.random.Generator, count: int, mass_min: float,
     return (low + (high - low) * rng.uniform(0.0, 1.0, count)) ** (1.0 / exponent)
 
 
+def power_law_mass_mean(mass_min: float, mass_max: float, slope: float) -> float:
+    """Mean mass of dN/dm proportional to m**slope on [mass_min, mass_max]."""
+    def integral(power):  # integral of m**power over the range
+        return math.log(mass_max / mass_min) if power == -1 else (mass_max ** (power + 1) - mass_min ** (power + 1)) / (power + 1)
+
+    return integral(slope + 1) / integral(slope)
+
+
 def vortex_half_length_arcsec(axion_mass_ev, half_length_coefficient: float):
     """Half-length L of the axion vortex: L[arcsec] = coefficient[eV arcsec] / m_a[eV].
 

@@ -178,8 +178,8 @@ class StreamingDataset(IterableDataset):
 
     def positions(self, epoch: int | None = None, worker: int = 0, num_workers: int = 1) -> range:
         """Stream positions this rank's ``worker`` yields in ``epoch``: the trainer's rule for ranks
-        (``lenszoo.train.batches.rank_positions``), then every ``num_workers``-th for a worker."""
-        from ..train.batches import rank_positions
+        (``lenszoo.runtime.rank_positions``), then every ``num_workers``-th for a worker."""
+        from ..runtime import rank_positions
 
         epoch = self.epoch if epoch is None else epoch
         return rank_positions(epoch * self.epoch_size, self.epoch_size, self.rank, self.world_size)[worker::num_workers]

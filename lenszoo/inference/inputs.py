@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .options import RESIZE_METHODS
-from .readers import READ, Refused, as_stack, input_kind, numeric, read_images, short
+from .readers import READ, Refused, as_stack, input_kind, is_tensor, numeric, read_images, short
 
 INPUT_SIZE = (64, 64)  # what a model takes unless its config says otherwise
 RESIZE_CHUNK_PIXELS = 1 << 20  # input + output pixels resampled at once (4 MiB of float32)
@@ -222,10 +222,6 @@ def file_chunks(files, *, workers=0, hdu=None, resize=None, skip=None, size=INPU
     return DataLoader(reader, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_first,
                       prefetch_factor=prefetch if workers else None, persistent_workers=False,
                       worker_init_fn=functools.partial(_reading_worker, os.getpid()) if workers else None)
-
-
-def is_tensor(value) -> bool:
-    return type(value).__module__.startswith("torch") and hasattr(value, "detach")
 
 
 def array_images(array, *, resize=None, size=INPUT_SIZE) -> np.ndarray:

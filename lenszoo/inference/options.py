@@ -22,7 +22,7 @@ def check_api_options(inputs, *, tta, resize, hdu, batch_size, workers, device, 
     import numpy as np
 
     from ..runtime import resolve_device
-    from .inputs import is_tensor
+    from .readers import is_tensor
 
     def whole(value, name, least, what):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:

@@ -149,7 +149,8 @@ def merge_parts(out, *, fmt: str) -> dict:
     and read whole; parts being written are refused, and ``out`` is created exclusively."""
     from contextlib import ExitStack
 
-    from ..files import atomic_create, hold_lock, lock_beside
+    from ..files import atomic_create
+    from ..locks import hold_lock, lock_beside
 
     out = Path(out)
     prefix, kind = f"{out.name}.part-", part_format(fmt)

@@ -14,6 +14,12 @@ import numpy as np
 
 from ..errors import debugging
 
+
+def is_tensor(value) -> bool:
+    """A torch tensor, known by its type's module so that checking never imports torch."""
+    return type(value).__module__.startswith("torch") and hasattr(value, "detach")
+
+
 SUFFIXES = {".fits": "fits", ".fit": "fits", ".fts": "fits", ".fits.gz": "fits", ".fit.gz": "fits",
             ".fts.gz": "fits", ".fits.fz": "fits", ".fit.fz": "fits", ".fts.fz": "fits", ".fz": "fits",
             ".npy": "npy", ".png": "png"}

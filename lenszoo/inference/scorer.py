@@ -174,13 +174,34 @@ class Scorer:
             out = self.network(x)
         return out.float()
 
-    def __call__(self, images) -> np.ndarray:
+    def prepare(self, images):
+        """Raw ``(N, H, W)`` (or ``(N, 1, H, W)``) images preprocessed as the model was trained, on
+        this scorer's device."""
         import torch
 
         if not isinstance(images, torch.Tensor):
             images = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
         x = self.preprocess(images) if self.preprocess is not None else images[:, None]
-        x = x.to(self.device, non_blocking=True)
+        return x.to(self.device, non_blocking=True)
+
+    def mean_outputs(self, images):
+        """:func:`view_average` of raw ``images`` (float64: class probabilities or values, over the
+        8 views with ``tta``), on this scorer's device."""
+        import torch
+
         with torch.inference_mode():
-            mean = view_average(self.forward, x, self.task, tta=self.tta).float()
+            return view_average(self.forward, self.prepare(images), self.task, tta=self.tta)
+
+    def network_outputs(self, images, batch_size=256):
+        """The network's own outputs for raw ``images`` (logits for classify), float32 on the CPU,
+        ``batch_size`` images per forward pass."""
+        import torch
+
+        with torch.inference_mode():
+            out = [self.forward(self.prepare(images[start:start + batch_size])).cpu()
+                   for start in range(0, len(images), batch_size)]
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def __call__(self, images) -> np.ndarray:
+        mean = self.mean_outputs(images).float()
         return (mean if self.task == "classify" else mean.reshape(-1)).cpu().numpy()

@@ -8,4 +8,5 @@
     figures.py   learning curves with their seed bands, the copied ROC / scatter plots
     notes.py     the notes file split into sections, each placed under the table it reads
     records.py   the evaluations a page is made of, kept beside it (``--records``) with portable paths
+    sensitivity.py  the sensitivity-curve section: evaluations' per-fraction blocks merged, drawn, ranked
 """

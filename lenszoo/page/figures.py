@@ -32,10 +32,9 @@ def learning_curves(rows: dict, path: Path) -> list[tuple]:
     panels = sorted({(task, dataset) for (_, task, dataset), siblings in rows.items() if siblings[0].histories})
     if not panels:
         return []
-    import matplotlib
+    from ..plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     drawn = []
     fig, axes = plt.subplots(len(panels), 2, figsize=(11, 3.6 * len(panels)), squeeze=False)

@@ -15,12 +15,36 @@ from dataclasses import dataclass, field
 
 from ..report import _dig
 
-EQUIVARIANT = ("c8_steerable", "hnet", "etn")
-BASELINE = "resnet50"
-ORDER = ("resnet50", "c8_steerable", "hnet", "etn", "radial_profile")
-CONTROL = "radial_profile"  # blind to substructure morphology: a network's margin over it is the morphology signal
 SEEDS_WANTED = 3  # seeds every A/B classifier is trained with (issue 29)
 PAGE_SPLITS = ("holdout", "test")  # the page's tables read holdout where it was evaluated, else test
+
+
+# Which architecture plays which part on the page is a fact of its registration (``role`` and
+# ``order``, see lenszoo.hookspecs), read here when asked for:
+#   ORDER        registered architectures with an ``order``, in that order
+#   EQUIVARIANT  those registered as "equivariant", in page order
+#   BASELINE     the first "baseline"; CONTROL the first "control" (blind to substructure
+#                morphology: a network's margin over it is the morphology signal)
+def _registered() -> list:
+    from ..registry import registry
+
+    return sorted(registry.architectures.values(), key=lambda a: arch_order(a.name))
+
+
+def _first(role: str) -> str | None:
+    return next((a.name for a in _registered() if a.role == role), None)
+
+
+def __getattr__(name):
+    if name == "ORDER":
+        return tuple(a.name for a in _registered() if a.order is not None)
+    if name == "EQUIVARIANT":
+        return tuple(a.name for a in _registered() if a.role == "equivariant")
+    if name == "BASELINE":
+        return _first("baseline")
+    if name == "CONTROL":
+        return _first("control")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def key_of(record) -> tuple:
@@ -28,7 +52,13 @@ def key_of(record) -> tuple:
 
 
 def arch_order(arch):
-    return (ORDER.index(arch) if arch in ORDER else len(ORDER), arch)
+    """Where ``arch`` goes on the page: registered architectures by their ``order``, then every
+    other name (a third-party architecture without one, a record of one not installed) by name."""
+    from ..registry import registry
+
+    spec = registry.architectures.get(arch)
+    order = getattr(spec, "order", None)
+    return (0, order, arch) if order is not None else (1, 0, arch)
 
 
 def by_table_order(item):
@@ -55,7 +85,7 @@ def recipe_key(record) -> str:
     recipe.pop("seed", None)
     if isinstance(recipe.get("init"), dict):  # where a run started: its weights, not a path
         recipe["init"] = recipe["init"].get("weights_sha256")
-    if recipe:  # runs from before these options existed trained in fp32, contiguous layout
+    if recipe:  # a recipe without these options trained in fp32, contiguous layout
         recipe.setdefault("precision", "fp32")
         recipe.setdefault("channels_last", False)
     return json.dumps(recipe, sort_keys=True, default=str)

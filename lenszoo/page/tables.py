@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..compute import record_compute, shown
-from ..report import _dig, markdown_table as _table
+from ..markdown import table
+from ..report import _dig
 from .select import BASELINE, CONTROL, EQUIVARIANT, SEEDS_WANTED, arch_order, by_table_order
 from .stats import compare, mean_sd
 
@@ -58,7 +59,7 @@ def classification_table(rows: dict, paper_rows: dict) -> str:
         out.append([row.dataset, f"`{row.arch}`", row.label, row.split, _released_cell(row, percent),
                     _seed_mean(row, "accuracy", 100, 2, " %"), seeds_cell(row), percent(published),
                     fmt(delta, "+.2f"), fmt(auc, ".4f"), _sizes(row)])
-    return _table(["dataset", "architecture", "images planned", "split", "released weights", "mean ± sd over seeds",
+    return table(["dataset", "architecture", "images planned", "split", "released weights", "mean ± sd over seeds",
                    "seeds", "seed paper", "Δ seed mean − paper (points)", "AUC (seed mean)", "n"], out)
 
 
@@ -71,7 +72,7 @@ def regression_table(rows: dict) -> str:
         out.append([row.dataset, f"`{row.arch}`", row.label, row.split,
                     _released_cell(row, lambda v: fmt(v, ".3f")), _seed_mean(row, "mae", 1, 3), seeds_cell(row),
                     *cells, _sizes(row)])
-    return _table(["dataset", "architecture", "images planned", "split", "released weights (MAE, dex)",
+    return table(["dataset", "architecture", "images planned", "split", "released weights (MAE, dex)",
                    "mean ± sd over seeds", "seeds", "RMSE", "bias", "correlation", "MAE of the mean", "n"], out)
 
 
@@ -87,7 +88,7 @@ def bins_table(main) -> str:
         rows.append([dataset, f"`{arch}`", record.get("split", "test"), *cells])
     if not rows:
         return "_No regression evaluation with per-bin metrics._"
-    return _table(["dataset", "architecture", "split", *(f"[{lo:g}, {hi:g})" for lo, hi in edges)], rows)
+    return table(["dataset", "architecture", "split", *(f"[{lo:g}, {hi:g})" for lo, hi in edges)], rows)
 
 
 def _comparison_cells(a, b) -> list:
@@ -117,7 +118,7 @@ def claim_table(rows: dict) -> str:
                                 f"{mine.label} / {baseline.label}", *_comparison_cells(mine, baseline)])
     if not out:
         return "_ResNet-50 or the equivariant nets have no evaluation yet._"
-    return _table(["task", "dataset", "comparison", "images planned (equivariant / ResNet-50)",
+    return table(["task", "dataset", "comparison", "images planned (equivariant / ResNet-50)",
                    "difference of seed means (+ = equivariant better)", "2 SE (test sampling)",
                    "seed spread (larger sd)", "seeds", "verdict"], out)
 
@@ -139,7 +140,7 @@ def control_table(rows: dict) -> str:
                                 *_comparison_cells(row, control)])
     if not out:
         return f"_No `{CONTROL}` evaluation yet._"
-    return _table(["task", "dataset", "network", "images planned", "its seed mean", f"`{CONTROL}`",
+    return table(["task", "dataset", "network", "images planned", "its seed mean", f"`{CONTROL}`",
                    "margin (+ = network better)", "2 SE (test sampling)", "seed spread (larger sd)", "seeds",
                    "verdict"], out)
 
@@ -155,7 +156,7 @@ def compute_table(main, released=None) -> str:
         rows.append([task, dataset, f"`{arch}`", shown(c["images_to_best"], ","), shown(c["images_total"], ","),
                      shown(c["minutes_to_best"], ".1f"), shown(c["minutes_total"], ".1f"), shown(c["hardware"]),
                      shown(c["threads"]), shown(c["precision"]), fmt(_dig(record, "model", "parameters"), ",")])
-    return _table(["task", "dataset", "architecture", "images to best", "images in total", "minutes to best",
+    return table(["task", "dataset", "architecture", "images to best", "images in total", "minutes to best",
                    "minutes in total", "hardware", "threads", "precision", "parameters"], rows)
 
 
@@ -177,7 +178,7 @@ def transfer_table(transfer, main) -> str:
         rows.append([task, f"`{arch}`", trained_on, dataset, own.get("split", "—"), *cells, record.get("n")])
     if not rows:
         return "_No transfer evaluation yet._"
-    return _table(["task", "architecture", "trained on", "tested on", "own split", "own dataset", "on the new set",
+    return table(["task", "architecture", "trained on", "tested on", "own split", "own dataset", "on the new set",
                    "AUC / correlation", "recall no_sub / cdm / axion (classify), MAE of the mean (regress)", "n"], rows)
 
 
@@ -193,7 +194,7 @@ def rotation_table(rotations) -> str:
         rows.append([task, dataset, f"`{arch}`", *cells, record.get("n")])
     if not rows:
         return "_No evaluation with --rotations yet._"
-    return _table(["task", "dataset", "architecture", "upright", "90°", "180°", "270°", "random angle",
+    return table(["task", "dataset", "architecture", "upright", "90°", "180°", "270°", "random angle",
                    "mean |Δ output| (random)", "n"], rows)
 
 
@@ -212,7 +213,7 @@ def tta_table(tta) -> str:
         rows.append([task, dataset, f"`{arch}`", *cells, record.get("n")])
     if not rows:
         return "_No evaluation with --tta yet._"
-    return _table(["task", "dataset", "architecture", "plain", "with TTA", "change", "predictions changed", "n"],
+    return table(["task", "dataset", "architecture", "plain", "with TTA", "change", "predictions changed", "n"],
                   rows)
 
 
@@ -238,14 +239,14 @@ def curve_table(main) -> str:
         rows.append([task, dataset, f"`{arch}`", f"{images:,}", shown_change])
     if not rows:
         return "_No training histories in these results._"
-    return _table(["task", "dataset", "architecture", "images at the end", "validation change over the last "
+    return table(["task", "dataset", "architecture", "images at the end", "validation change over the last "
                    "doubling of images"], rows)
 
 
 def headline_table(entries: list[dict], paper_rows: dict | None = None) -> str:
     """One row per architecture: the released checkpoints' test metrics (classification accuracy,
     regression MAE in dex) beside the seed paper's accuracy; '—' where nothing is released."""
-    from ..weights import is_default
+    from ..pretrained.manifest import is_default
     from .select import ORDER
 
     paper_rows = paper_rows or {}
@@ -264,5 +265,5 @@ def headline_table(entries: list[dict], paper_rows: dict | None = None) -> str:
         seed = [paper_rows.get(("classify", arch, d), {}).get("accuracy") for d in ("A", "B")]
         cells.append(" / ".join(fmt(None if s is None else 100 * s, ".2f") for s in seed))
         rows.append(cells)
-    return _table(["architecture", "classify A", "classify B", "regress A (MAE, dex)", "regress B (MAE, dex)",
+    return table(["architecture", "classify A", "classify B", "regress A (MAE, dex)", "regress B (MAE, dex)",
                    "seed paper, classify A / B (%)"], rows)

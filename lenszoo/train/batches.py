@@ -1,9 +1,8 @@
-"""Which images each step trains on, and how they reach the model.
+"""Which images each step trains on.
 
 ``BatchPlan`` says which item indices batch ``(epoch, step)`` of a rank holds;
-``iterate_batches`` fetches, collates and augments them, in DataLoader workers or
-not, in an order that does not depend on the number of workers. ``rank_positions``
-is the one rule by which ranks share a sequence (``StreamingDataset`` uses it too).
+``lenszoo.data.loader.iterate_batches`` fetches, collates and augments them, and
+``lenszoo.runtime.rank_positions`` is the one rule by which ranks share a sequence.
 """
 
 from __future__ import annotations
@@ -12,14 +11,10 @@ import math
 
 import numpy as np
 
+from ..data.loader import collate, iterate_batches, load_items  # noqa: F401 - train's names too
 from ..errors import LenszooError
+from ..runtime import rank_positions
 from .augment import SHUFFLE, derive_seed
-
-
-def rank_positions(first: int, count: int, rank: int, world_size: int) -> range:
-    """The positions of ``[first, first + count)`` that ``rank`` of ``world_size`` takes:
-    every ``world_size``-th, starting at ``first + rank`` (ranks interleave)."""
-    return range(first + rank, first + count, world_size)
 
 
 class BatchPlan:
@@ -79,83 +74,3 @@ class BatchPlan:
 
     def batch(self, epoch: int, step: int) -> np.ndarray:
         return self.epoch_items(epoch)[step * self.batch_size : (step + 1) * self.batch_size]
-
-
-def collate(items):
-    import torch
-
-    images = torch.stack([torch.as_tensor(image, dtype=torch.float32) for image, _ in items])
-    targets = torch.stack([torch.as_tensor(target) for _, target in items])
-    return images, targets
-
-
-def _planned_batches_class():
-    import torch
-
-    class PlannedBatches(torch.utils.data.IterableDataset):
-        """Batches ``(epoch, step)`` from a start point to the end of training.
-
-        With DataLoader workers, worker ``w`` of ``k`` builds (and augments) batches
-        ``w, w+k, ...`` and the DataLoader hands them out round-robin, so batch order
-        and content do not depend on the number of workers.
-        """
-
-        def __init__(self, fetch, plan, start, end_epoch, augment=None):
-            self.fetch, self.plan, self.start, self.end_epoch = fetch, plan, start, end_epoch
-            self.augment = augment
-
-        def __iter__(self):
-            info = torch.utils.data.get_worker_info()
-            worker, workers = (info.id, info.num_workers) if info else (0, 1)
-            number = 0
-            start_epoch, start_step = self.start
-            for epoch in range(start_epoch, self.end_epoch):
-                for step in range(start_step if epoch == start_epoch else 0, self.plan.steps_per_epoch):
-                    if number % workers == worker:
-                        images, targets = collate([self.fetch(int(i)) for i in self.plan.batch(epoch, step)])
-                        if self.augment is not None:
-                            images = self.augment(epoch, step, images)
-                        yield epoch, step, images, targets
-                    number += 1
-
-    return PlannedBatches
-
-
-def _worker_init(_):
-    import torch
-
-    torch.set_num_threads(1)  # simulation workers: one core each
-
-
-def iterate_batches(fetch, plan, start, end_epoch, workers=0, pin_memory=False, augment=None):
-    """Yield ``(epoch, step, images, targets)`` for training, from ``start=(epoch, step)``."""
-    import torch
-
-    dataset = _planned_batches_class()(fetch, plan, start, end_epoch, augment)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
-                                         worker_init_fn=_worker_init if workers else None,
-                                         pin_memory=pin_memory, persistent_workers=False)
-    return iter(loader)
-
-
-def load_items(fetch, indices, workers=0, batch_size=256):
-    """Stack ``fetch(i)`` for every index (in order) into ``(images, targets)`` tensors."""
-    import torch
-
-    indices = np.asarray(indices, dtype=np.int64)
-    if len(indices) == 0:
-        raise LenszooError("no images to load: the dataset or split is empty")
-    plan = FixedPlan(indices, batch_size)
-    batches = [(images, targets) for _, _, images, targets in iterate_batches(fetch, plan, (0, 0), 1, workers)]
-    return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
-
-
-class FixedPlan:
-    """A one-epoch plan over a fixed list of indices."""
-
-    def __init__(self, indices, batch_size):
-        self.indices, self.batch_size = indices, batch_size
-        self.steps_per_epoch = math.ceil(len(indices) / batch_size)
-
-    def batch(self, epoch, step):
-        return self.indices[step * self.batch_size : (step + 1) * self.batch_size]

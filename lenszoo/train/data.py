@@ -3,69 +3,16 @@ validation set each rank holds in memory."""
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..data.loader import load_items, open_stored, stream_fetch  # noqa: F401 - train's names too
 from ..errors import LenszooError
 from .augment import VAL_SPLIT, derive_seed
-from .batches import load_items
 from .config import TrainConfig
-
-
-HELD_OUT_SPLITS = ("holdout",)
-
-
-def open_stored(path, task, *, normalized=True, verify=False, report_only=False):
-    """A stored dataset (``lenszoo simulate`` output) for ``task``; errors say what to do.
-
-    ``report_only`` (``lenszoo evaluate``) may read a held-out split, which training never may.
-    ``verify`` checks every file against the sha256 in the dataset's manifest first (a few
-    seconds per GB), so a damaged shard is named instead of silently trained on."""
-    from ..data import StoredDataset, verify_dataset
-
-    path = Path(path)
-    if not path.exists():
-        raise LenszooError(f"data directory {path} does not exist; write one with `lenszoo simulate ... --out {path}`")
-    if not path.is_dir():
-        from ..files import path_kind
-
-        kind = path_kind(path)
-        raise LenszooError(f"{path} is {'a file' if kind.startswith('a regular file') else kind}, not a dataset "
-                           "directory; pass the --out folder of `lenszoo simulate`")
-    if not os.access(path, os.R_OK | os.X_OK):
-        raise LenszooError(f"data directory {path} is not readable; fix its permissions")
-    if verify:
-        bad = verify_dataset(path)
-        if bad:
-            shown = ", ".join(bad[:3]) + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else "")
-            raise LenszooError(f"dataset {path} is damaged: {shown} differ from the sha256 in its manifest; re-run "
-                               "the `lenszoo simulate` command that made it (it rewrites damaged shards), or pass "
-                               "--no-verify to use it anyway")
-    try:
-        stored = StoredDataset(path, task, normalized=normalized)
-    except LenszooError:
-        raise
-    except (OSError, ValueError, KeyError) as exc:
-        raise LenszooError(f"cannot read {path} as a lenszoo dataset ({type(exc).__name__}: {exc}); "
-                           "write it with `lenszoo simulate`") from None
-    if stored.split in HELD_OUT_SPLITS and not report_only:  # read only to report: no training, no model selection
-        raise LenszooError(f"{path} holds the {stored.split!r} split, which is read only by `lenszoo evaluate` for "
-                           "the results page; train on a 'train' split and select on a 'val' split")
-    return stored
-
-
-def stream_fetch(dataset: str, split: str, task: str, seed: int, *, normalized=True):
-    """``position -> (image, target)`` for the simulated ``dataset``/``split`` stream with ``seed``.
-
-    The stream is a pure function of position, so any position (a resumed run's next batch) is
-    simulated directly, without replaying earlier ones."""
-    from ..data import StreamingDataset
-
-    return StreamingDataset(dataset, split, task, epoch_size=1, seed=seed, normalized=normalized).item
 
 
 @dataclass

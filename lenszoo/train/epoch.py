@@ -2,48 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from ..metrics import predict, selection_key, validation_metrics
+from ..metrics import eval_outputs, selection_key, validation_metrics
 from ..rundir import CURVE_FILE, write_metrics
 from .config import lr_factor
 from .progress import format_metrics, plot_learning_curve
-
-if TYPE_CHECKING:
-    from ..runtime import DistContext
-    from .loop import Run
-
-
-def zero_sums() -> dict:
-    return {"loss": 0.0, "n": 0, "correct": 0, "abs_err": 0.0}
-
-
-def reduce_sums(ctx: DistContext, sums: dict, device):
-    """Fold every rank's epoch sums into rank 0's (the one that is saved); others restart from zero."""
-    if not ctx.enabled:
-        return
-    import torch
-
-    keys = sorted(sums)
-    t = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=device)
-    ctx.all_reduce_sum(t)
-    for key, value in zip(keys, t.tolist()):
-        total = value if ctx.is_main else 0
-        sums[key] = int(round(total)) if key in ("n", "correct") else float(total)
+from .state import Run, reduce_sums, zero_sums
 
 
 def end_epoch(run: Run, seconds: float, images: int):
     """Training and validation metrics of the epoch, best/ and last/, metrics.jsonl and the curve."""
-    import torch
-
-    config, ctx, data, progress = run.config, run.ctx, run.data, run.progress
-    reduce_sums(ctx, progress.sums, run.device)
-    totals = progress.sums
-    if ctx.enabled:  # after the fold, rank 0 holds the totals: share them
-        keys = sorted(totals)
-        t = torch.tensor([float(totals[k]) for k in keys], dtype=torch.float64, device=run.device)
-        ctx.all_reduce_sum(t)
-        totals = {k: v for k, v in zip(keys, t.tolist())}
+    config, progress = run.config, run.progress
+    totals = reduce_sums(run.ctx, progress.sums, run.device)
     n = max(totals["n"], 1)
     train_metrics = {"loss": totals["loss"] / n}
     if config.task == "classify":
@@ -65,7 +34,7 @@ def end_epoch(run: Run, seconds: float, images: int):
     progress.epoch += 1
     progress.step = 0
     progress.sums = zero_sums()
-    if ctx.is_main:
+    if run.ctx.is_main:
         write_epoch_outputs(run, row, is_best)
 
 
@@ -74,7 +43,7 @@ def validate(run: Run) -> dict:
     import torch
 
     ctx, data = run.ctx, run.data
-    shard_out = predict(run.model, data.val_images, run.device)
+    shard_out = eval_outputs(run.model, data.val_images, run.device)
     full_out = torch.zeros((data.n_val, shard_out.shape[1]), dtype=torch.float64)
     full_y = torch.zeros(data.n_val, dtype=torch.float64)
     full_out[data.val_positions] = shard_out.double()

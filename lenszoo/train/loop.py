@@ -6,8 +6,11 @@ and every dropout mask derive from ``(seed, epoch, step, rank)``, so a run stopp
 (on CPU, with the run's recorded thread count). Read it top to bottom:
 
     train()       checks, then joins the process group      (config -> Run)
+    restore()     a resumed run's saved state, under its lock
     setup()       model, data, optimizer; the run directory  (everything checked before it is written)
     fit()         epochs of train_step(), then end_epoch()   (saves, budget, signals; epoch.py)
+
+The run's state (``Run``, ``Progress``) lives in state.py, where epoch.py and progress.py read it.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ import signal
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import LenszooError
 from ..metrics import batch_stats, compute_loss
@@ -33,65 +36,26 @@ from ..rundir import (
     save_state,
     write_run_file,
 )
-from ..runtime import DistContext, autocast, available_cores, hardware_name, init_distributed
+from ..runtime import autocast, available_cores, hardware_name, init_distributed
 from .augment import INIT, BatchAugment, derive_seed, seed_step
 from .batches import BatchPlan, iterate_batches
 from .config import TrainConfig, lr_factor
-from .data import TrainingData, open_stored, prepare_data
-from .epoch import end_epoch, reduce_sums, zero_sums
-from .progress import budget_fit_note, progress_bar, report_end, summary, update_bar
+from .data import open_stored, prepare_data
+from .epoch import end_epoch
+from .progress import budget_fit_note, progress_bar, report_end, update_bar
+from .start import init_checkpoint, init_record, init_regression_bias, load_init_weights
+from .state import Progress, Run, reduce_sums, summary
 
 CONTINUE, SAVE, STOP = 0, 1, 2
 
 
-@dataclass
-class Progress:
-    """Where a run stands; saved in every resumable state (as the dict ``trainer_state.pt`` holds)."""
+class Saved(NamedTuple):
+    """A resumable state as read back: its folder, the model, the optimizer's state, the progress."""
 
-    epoch: int = 0
-    step: int = 0
-    global_step: int = 0
-    images_seen: int = 0
-    sums: dict = field(default_factory=zero_sums)  # this epoch's running loss and score sums
-    best: dict | None = None  # epoch, selection key, val metrics and images seen of best/
-    history: list = field(default_factory=list)  # one row per finished epoch (metrics.jsonl)
-    elapsed_s: float = 0.0  # wall clock of all earlier invocations
-    save_index: int = 0
-    finished: bool = False
-
-    @classmethod
-    def from_dict(cls, saved: dict) -> "Progress":
-        return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
-
-
-@dataclass
-class Run:
-    """One invocation of a run: what it trains, on what, and where it stands."""
-
-    config: TrainConfig
-    run_dir: Path
-    ctx: DistContext
-    device: Any
-    model: Any  # the module (saved and validated)
-    net: Any  # what steps call: the module, or its DistributedDataParallel wrapper
-    optimizer: Any
-    data: TrainingData
-    plan: BatchPlan
+    folder: Path
+    model: Any
+    optimizer_state: dict
     progress: Progress
-    resumed: bool
-    started: float  # time.monotonic() when this command began
-    log: Any
-    info: Any
-    checkpoint_kwargs: dict = field(default_factory=dict)
-    compute: dict = field(default_factory=dict)
-    last_save: float = 0.0
-
-    @property
-    def total_steps(self) -> int:
-        return self.plan.steps_per_epoch * self.config.epochs
-
-    def elapsed(self) -> float:
-        return self.progress.elapsed_s + (time.monotonic() - self.started)
 
 
 # -- train: checks, then the process group ------------------------------------------------------
@@ -130,9 +94,12 @@ def train(config: TrainConfig, *, resume: bool = False, given_fields: set[str] |
     ctx, device, owns_group = init_distributed(config.device)
     try:
         with ExitStack() as held:  # the run directory's lock, from setup to the end of fit
-            run = setup(config, spec, run_dir, ctx, device, resume=resume, started=started, log=log,
-                        init_folder=init_folder, hold=held.enter_context)
-            return run if isinstance(run, dict) else fit(run)
+            saved = restore(config, run_dir, ctx, device, resume=resume, hold=held.enter_context)
+            if saved is not None and saved.progress.finished:
+                log(f"{run_dir} has already finished ({saved.progress.epoch} epochs); nothing to do")
+                return summary(run_dir, config, saved.progress, "finished", ctx.rank)
+            return fit(setup(config, spec, run_dir, ctx, device, saved, resume=resume, started=started, log=log,
+                             init_folder=init_folder, hold=held.enter_context))
     finally:
         if owns_group:
             import torch.distributed as dist
@@ -141,57 +108,6 @@ def train(config: TrainConfig, *, resume: bool = False, given_fields: set[str] |
 
 
 # -- setup: model, data, optimizer, then the run directory ------------------------------------------
-def init_checkpoint(config) -> Path:
-    """The checkpoint folder ``--init`` names, checked to hold weights of this run's arch and task."""
-    from ..checkpoint import read_config
-    from ..resolve import resolve_name
-
-    folder = resolve_name(config.init, accept=("run", "checkpoint")).checkpoint_folder
-    saved = read_config(folder)
-    if (saved.get("arch"), saved.get("task")) != (config.arch, config.task):
-        raise LenszooError(f"--init {config.init} holds {saved.get('arch')} {saved.get('task')} weights, this run "
-                           f"trains {config.arch} {config.task}; start from weights of the same --arch and --task")
-    return folder
-
-
-def load_init_weights(model, folder: Path) -> None:
-    """Copy ``folder``'s weights into the freshly built ``model``."""
-    from ..checkpoint import load_checkpoint
-
-    source = load_checkpoint(folder, trainable=True)  # sha256-checked
-    try:
-        model.load_state_dict(source.state_dict())
-    except RuntimeError as exc:  # another --model-arg: parameter names or shapes differ
-        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        raise LenszooError(f"--init {folder}: its weights do not fit this model ({lines[-1]}); "
-                           f"train with the --model-arg values it was trained with") from None
-
-
-def init_record(folder) -> dict:
-    """What a checkpoint records of the weights its run started from."""
-    from ..checkpoint import read_config
-
-    record = {"from": str(folder)}
-    try:
-        saved = read_config(Path(folder))
-    except LenszooError:  # resumed after the --init folder was moved: the path is what is known
-        return record
-    return {**record, **{key: saved.get(key) for key in ("weights_sha256", "dataset", "images_seen")}}
-
-
-def init_regression_bias(model, value: float) -> bool:
-    """Set the bias of the last single-output Linear/Conv layer to ``value``; False if none."""
-    import torch
-
-    for module in reversed(list(model.modules())):
-        out = getattr(module, "out_features", getattr(module, "out_channels", None))
-        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and out == 1 and module.bias is not None:
-            with torch.no_grad():
-                module.bias.fill_(value)
-            return True
-    return False
-
-
 def on_main(ctx, device, action):
     """Run ``action`` on rank 0 only; its failure stops every rank (rather than leaving the others
     waiting at the next barrier)."""
@@ -205,15 +121,12 @@ def on_main(ctx, device, action):
         raise failure or LenszooError("rank 0 could not write the run directory; its error says why")
 
 
-def setup(config, spec, run_dir, ctx, device, *, resume, started, log, init_folder=None,
-          hold=lambda lock: None) -> Run | dict:
-    """A ready ``Run``, or the summary of a run that has already finished. ``hold`` keeps a context
-    manager entered until the command ends (the run directory's lock)."""
+def restore(config, run_dir, ctx, device, *, resume, hold=lambda lock: None) -> Saved | None:
+    """The run's latest saved state when resuming (None for a new run, or one killed before its
+    first save), read under the run directory's lock; also sets this process's thread count.
+    ``hold`` keeps a context manager entered until the command ends (the lock)."""
     import torch
 
-    from ..data import NORMALIZATION
-
-    info = (lambda message: None) if config.quiet else log
     if resume:  # before its state is read: no other command may be writing it
         on_main(ctx, device, lambda: hold(lock_run(run_dir)))
     # Processes on one machine share its cores (torchrun alone would give each all of them).
@@ -226,13 +139,25 @@ def setup(config, spec, run_dir, ctx, device, *, resume, started, log, init_fold
             raise LenszooError(f"{run_dir} was trained by {stored_world} process(es), this is {ctx.world_size}; "
                                f"resume with the same number (torchrun --nproc-per-node {stored_world})")
     state_folder = latest_state(run_dir) if resume else None
-    optimizer_state = None
-    if state_folder is not None:
-        model, optimizer_state, saved = load_state(state_folder, device)
-        progress = Progress.from_dict(saved)
-        if progress.finished:
-            log(f"{run_dir} has already finished ({progress.epoch} epochs); nothing to do")
-            return summary(run_dir, config, progress, "finished", ctx.rank)
+    if state_folder is None:
+        return None
+    model, optimizer_state, state = load_state(state_folder, device)
+    return Saved(state_folder, model, optimizer_state, Progress.from_dict(state))
+
+
+def setup(config, spec, run_dir, ctx, device, saved: Saved | None, *, resume, started, log, init_folder=None,
+          hold=lambda lock: None) -> Run:
+    """A ready ``Run``: from its ``saved`` state (:func:`restore`), else a freshly built model;
+    the data, optimizer and plan; then, everything checked, the run directory."""
+    import torch
+
+    from ..data import NORMALIZATION
+
+    info = (lambda message: None) if config.quiet else log
+    state_folder = saved.folder if saved is not None else None
+    optimizer_state = saved.optimizer_state if saved is not None else None
+    if saved is not None:
+        model, progress = saved.model, saved.progress
     else:  # built before the data are prepared, so bad --model-arg values fail at once
         torch.manual_seed(derive_seed(config.seed, INIT))
         model = spec.build(config.task, **config.model_args)

@@ -6,12 +6,8 @@ import os
 import sys
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
 from .config import TrainConfig
-
-if TYPE_CHECKING:
-    from .loop import Progress, Run
+from .state import Run
 
 
 def format_metrics(metrics: dict) -> str:
@@ -59,11 +55,9 @@ def budget_fit_note(config: TrainConfig, *, seconds_per_epoch: float, seconds_le
 
 def plot_learning_curve(path: Path, history: list[dict], task: str):
     """Loss and the task's main metric against images seen, train and validation."""
-    import matplotlib
+    from ..plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     seen = [row["images_seen"] for row in history]
     metric, label = ("accuracy", "accuracy") if task == "classify" else ("mae", "MAE (dex)")
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
@@ -85,7 +79,7 @@ def plot_learning_curve(path: Path, history: list[dict], task: str):
     os.replace(tmp, path)
 
 
-def report_end(run: "Run", status: str, signal_name: str | None):
+def report_end(run: Run, status: str, signal_name: str | None):
     progress, config = run.progress, run.config
     if status == "finished":
         best = progress.best
@@ -98,9 +92,3 @@ def report_end(run: "Run", status: str, signal_name: str | None):
              f"in epoch {progress.epoch + 1} after {progress.step} of {run.plan.steps_per_epoch} steps")
     run.log(f"{reason} {where} ({progress.images_seen:,} images seen, state saved); "
             f"continue with: lenszoo train --resume --out {run.run_dir}")
-
-
-def summary(run_dir, config, progress: "Progress", status, rank=0) -> dict:
-    return {"status": status, "run_dir": str(run_dir), "rank": rank, "epochs_done": progress.epoch,
-            "epochs": config.epochs, "images_seen": progress.images_seen, "best": progress.best,
-            "history": progress.history}

@@ -14,19 +14,18 @@ this module uses only lenszoo's public API.
 """
 
 from lenszoo import hookimpl
+from lenszoo.archs.steerable_defaults import DEFAULT_LAYOUT
 
 __version__ = "0.1.0"
 
-# The registered defaults become ``model_args`` in checkpoints.
+# The registered defaults become ``model_args`` in checkpoints: the steerable family's layout
+# (lenszoo.archs.steerable_defaults: an unpadded 8x8 stride-2 stem, blur pooling 29 -> 15 -> 8)
+# with D8's own widths and kernels, read out by the spatial mean (the MLP after group pooling).
 D8_LAYOUT = {
+    **DEFAULT_LAYOUT,
     "widths": (2, 4, 8, 16),  # regular D8 fields: 32, 64, 128, 256 channels
     "kernel_sizes": (8, 5, 5, 5),
-    "strides": (2, 1, 1, 1),  # 64 -> 29: unpadded 8x8 stride-2 stem, symmetric about the centre
-    "pool": (False, True, True, False),  # blur pooling of odd maps: 29 -> 15 -> 8
-    "head_width": 64,
-    "dropout": 0.0,
-    "global_fields": 0,  # pinned: the builder's defaults (c8_steerable's) may change
-    "readout": "mean",
+    "global_fields": 0,
 }
 
 

@@ -1,5 +1,5 @@
-"""What a model name means: the one resolver behind ``lenszoo.load``, ``evaluate``, ``download``,
-``publish`` and ``release``.
+"""What a model name means: the one parser behind ``lenszoo.load``, ``evaluate``, ``predict``,
+``download``, ``publish`` and ``release``.
 
 A name is, in this order:
 
@@ -20,7 +20,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LenszooError, UnknownNameError
+from ..checkpoint import CONFIG_NAME, RUN_FILE
+from ..errors import LenszooError, UnknownNameError
+from ..names import check_name, check_repo_id
+from ..registry import registry
+from ..tasks import check_task
+from .manifest import find_entry
 
 HUB_PREFIX = "hf-hub:"
 KINDS = ("released", "hub", "run", "checkpoint")
@@ -41,8 +46,6 @@ class ModelRef:
     @property
     def checkpoint_folder(self) -> Path:
         """The checkpoint folder of a run or checkpoint reference."""
-        from .checkpoint import CONFIG_NAME
-
         if self.kind == "checkpoint":
             return self.path
         if self.kind == "run":
@@ -64,6 +67,15 @@ class ModelRef:
         return record
 
 
+def parse_hf_hub_name(name: str) -> tuple[str, str | None]:
+    """``hf-hub:ORG/NAME@REV`` -> (repo_id, revision or None)."""
+    spec = name.removeprefix(HUB_PREFIX)
+    repo_id, _, revision = spec.partition("@")
+    if revision and (len(revision) > 255 or not revision.isprintable() or any(c.isspace() for c in revision)):
+        raise LenszooError(f"invalid revision {revision!r} in {name!r}; give a commit sha, tag or branch name")
+    return check_repo_id(repo_id), (revision or None)
+
+
 def looks_like_path(name) -> bool:
     if isinstance(name, os.PathLike):
         return True
@@ -73,9 +85,6 @@ def looks_like_path(name) -> bool:
 
 
 def _path_ref(name, text: str) -> ModelRef:
-    from .checkpoint import CONFIG_NAME
-    from .rundir import RUN_FILE
-
     path = Path(text).expanduser()
     if not path.exists():
         hint = f"; for a Hub repo write {HUB_PREFIX}{text}" if text.count("/") == 1 and not text.startswith(
@@ -83,7 +92,7 @@ def _path_ref(name, text: str) -> ModelRef:
         raise LenszooError(f"{text} does not exist; pass a run directory, a checkpoint folder, a registered "
                            f"architecture or {HUB_PREFIX}ORG/NAME{hint}")
     if not path.is_dir():
-        from .files import path_kind
+        from ..files import path_kind
 
         kind = path_kind(path)
         raise LenszooError(f"{text} is {'a file' if kind.startswith('a regular file') else kind + ', not a folder'}; "
@@ -99,8 +108,6 @@ def _path_ref(name, text: str) -> ModelRef:
 def resolve_name(name, *, task: str | None = None, dataset: str | None = None,
                  accept: tuple[str, ...] = KINDS, tag: str | None = None) -> ModelRef:
     """A :class:`ModelRef` for ``name``; errors say how to write what was meant."""
-    from .hub import parse_hf_hub_name
-
     if name is None or str(name).strip() == "":
         raise LenszooError("no model given; pass an architecture name, hf-hub:ORG/NAME or a folder")
     text = str(name)
@@ -115,13 +122,8 @@ def resolve_name(name, *, task: str | None = None, dataset: str | None = None,
         if ref.kind not in accept:
             raise LenszooError(f"{text} is a {ref.kind} folder; this command takes {_accepted(accept)}")
         return ref
-    from .registry import registry
-    from .tasks import check_task
-
     if "." in text:  # ARCH.TAG: architecture names have no dots
         text, _, named_tag = text.partition(".")
-        from .names import check_name
-
         check_name("weights tag", named_tag, str(name))
         if tag is not None and tag != named_tag:
             raise LenszooError(f"{name} names tag {named_tag!r} but tag={tag!r} was given; give one of them")
@@ -137,9 +139,7 @@ def resolve_name(name, *, task: str | None = None, dataset: str | None = None,
                            f"(write ./{text} for a folder of that name)")
     check_task(task or "classify")
     if dataset is None:  # never silently weights trained on other data: one dataset, or say which
-        from .weights import find_entry
-
-        dataset = find_entry(text, task or "classify", None, tag=tag)["dataset"]
+        dataset = find_entry(text, task or "classify", None, tag=tag).dataset
     return ModelRef("released", str(name), arch=text, task=task or "classify", dataset=dataset, tag=tag)
 
 
@@ -149,48 +149,6 @@ def _accepted(accept) -> str:
     return " or ".join(words[k] for k in KINDS if k in accept)
 
 
-def checkpoint_folder_for(ref: ModelRef) -> Path:
-    """A local folder holding verified weights for ``ref`` (released weights and Hub repos are
-    found or fetched; sha256 checked)."""
-    if ref.kind in ("run", "checkpoint"):
-        return ref.checkpoint_folder
-    if ref.kind == "hub":
-        from .hub import download_checkpoint
-
-        return download_checkpoint(ref.repo_id, ref.revision)
-    from .weights import find_entry, resolve_entry
-
-    return resolve_entry(find_entry(ref.arch, ref.task, ref.dataset, tag=ref.tag))
-
-
-def load_model(name, *, task: str | None = None, dataset: str | None = None, device="cpu", trainable=False,
-               tag: str | None = None):
-    """A model in eval mode for any name :func:`resolve_name` understands: its plain-torch
-    inference form where the checkpoint has one, unless ``trainable``."""
-    from .checkpoint import load_checkpoint
-    from .runtime import resolve_device
-
-    device = resolve_device(device)
-    ref = resolve_name(name, task=task, dataset=dataset, tag=tag)
-    if ref.kind == "hub":
-        from .hub import download_checkpoint
-
-        try:
-            model = load_checkpoint(download_checkpoint(ref.repo_id, ref.revision), device=device, trainable=trainable)
-        except LenszooError as exc:  # a corrupted cached file: fetch once more, fresh
-            if "does not match the sha256" not in str(exc) and "not a valid lenszoo checkpoint config" not in str(exc):
-                raise
-            model = load_checkpoint(download_checkpoint(ref.repo_id, ref.revision, force=True), device=device,
-                                    trainable=trainable)
-    elif ref.kind == "released":
-        from .weights import find_entry, resolve_entry
-
-        entry = find_entry(ref.arch, ref.task, ref.dataset, tag=ref.tag)
-        model = load_checkpoint(resolve_entry(entry), device=device, trainable=trainable)
-        model.lenszoo_config["released"] = {k: entry.get(k) for k in
-                                            ("file", "sha256", "config_sha256", "hf_repo_id", "hf_revision",
-                                             "bf16_parity")}
-    else:
-        model = load_checkpoint(ref.checkpoint_folder, device=device, trainable=trainable)
-    model.lenszoo_source = ref
-    return model
+def resolve_checkpoint_folder(path) -> Path:
+    """A checkpoint folder, or the best checkpoint of a training run directory."""
+    return resolve_name(path, accept=("run", "checkpoint")).checkpoint_folder
