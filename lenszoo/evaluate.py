@@ -25,6 +25,7 @@ import numpy as np
 from .errors import LenszooError
 from .evaluate_plots import plot_confusion, plot_roc, plot_scatter
 from .files import claim_output, json_says, output_folder, path_within
+from .inference.options import PRECISIONS
 from .metrics import classification_metrics, regression_metrics, task_metrics  # noqa: F401 - evaluate's names
 from .robustness import evaluate_model, headline, rotate, rotation_variants, tta_outputs  # noqa: F401 - as above
 from .sensitivity import DEFAULT_BINS_PERCENT, check_bins, summary_line
@@ -169,7 +170,7 @@ def _stored_dataset_name(data_dir) -> str | None:
 
 def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_per_class=2000, task=None,
                    rotations=False, seed=0, batch_size=256, device="auto", workers=0, out=None, log=None,
-                   verify=True, tta=False, fraction_bins=None) -> dict:
+                   verify=True, tta=False, fraction_bins=None, precision="fp32") -> dict:
     """Evaluate and write ``results.json`` plus plots; returns the results dict.
 
     A classifier tested on data that record each image's substructure mass fraction (a stored
@@ -186,6 +187,8 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise LenszooError(f"--workers must be a whole number >= 0, got {workers}")
     fraction_bins = check_bins(DEFAULT_BINS_PERCENT if fraction_bins is None else fraction_bins)
+    if precision not in PRECISIONS:
+        raise LenszooError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if out is not None:  # before any work: a refused --out costs nothing
         claim_output(out, what="lenszoo evaluation folder", is_ours=is_evaluation_folder)
     torch_device = resolve_device(device)
@@ -207,8 +210,10 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
     log(f"evaluating {config['arch']} ({model_task}, trained on {config.get('dataset')}) on {data_info['n']} "
         f"{dataset}/{split} images ({data_info['source']})")
     results, outputs = evaluate_model(model, images, targets, task=model_task, device=torch_device,
-                                      rotations=rotations, seed=seed, batch_size=batch_size, log=log, tta=tta)
-    log(f"{dataset}/{split}: {headline(model_task, results['metrics'])}")
+                                      rotations=rotations, seed=seed, batch_size=batch_size, log=log, tta=tta,
+                                      precision=precision)
+    log(f"{dataset}/{split}: {headline(model_task, results['metrics'])}"
+        + (f" ({results['precision']})" if results["precision"] != "fp32" else ""))
     block = None
     if model_task == "classify" and fractions is not None:
         block = sensitivity_block(outputs, targets, fractions, data_dir, fraction_bins)
@@ -226,7 +231,7 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
                                                       "compute": config.get("compute"),
                                                       "history": run_history(model_info, config)},
         "data": data_info, "metrics": results["metrics"], "rotations": results.get("rotations"),
-        "tta": results.get("tta"),
+        "tta": results.get("tta"), "precision": results["precision"],
         "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if block is not None:

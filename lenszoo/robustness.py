@@ -1,6 +1,6 @@
 """A model's metrics on raw test images: as given, averaged over the 8 rotations and flips (test-time
 augmentation) and rotated. The outputs come from the inference pipeline's scorer
-(:class:`lenszoo.inference.scorer.Scorer`, in fp32), the metrics from :mod:`lenszoo.metrics`."""
+(:class:`lenszoo.inference.scorer.Scorer`, fp32 unless asked), the metrics from :mod:`lenszoo.metrics`."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import numpy as np
 from .metrics import task_metrics
 
 
-def scorer_of(model, device="cpu", *, tta=False):
-    """The fp32 :class:`~lenszoo.inference.scorer.Scorer` of ``model`` (evaluation never runs bf16:
-    its numbers are the weights' own)."""
+def scorer_of(model, device="cpu", *, tta=False, precision="fp32"):
+    """The :class:`~lenszoo.inference.scorer.Scorer` of ``model``: fp32 by default, so an evaluation's
+    numbers are the weights' own on any machine; ``auto``/``bf16`` measure what ``predict`` would do."""
     from .inference.scorer import Scorer
 
-    return Scorer(model, device=device, precision="fp32", tta=tta)
+    return Scorer(model, device=device, precision=precision, tta=tta)
 
 
 def rotate(images, angles_deg):
@@ -48,27 +48,27 @@ def rotation_variants(images, seed=0):
     yield "random", torch.cat(out)
 
 
-def tta_outputs(model, images, device="cpu", batch_size=256):
+def tta_outputs(model, images, device="cpu", batch_size=256, precision="fp32"):
     """Outputs averaged over the 8 rotations and flips (as ``lenszoo predict --tta``): class
     probabilities averaged, returned as log-probabilities (their softmax is the average), or the
     mean regressed value."""
     import torch
 
-    scorer = scorer_of(model, device, tta=True)
+    scorer = scorer_of(model, device, tta=True, precision=precision)
     mean = torch.cat([scorer.mean_outputs(images[start:start + batch_size]).cpu()
                       for start in range(0, len(images), batch_size)])
     return (mean.clamp_min(1e-300).log() if scorer.task == "classify" else mean).float()
 
 
 def evaluate_model(model, images, targets, *, task, device="cpu", rotations=False, seed=0, batch_size=256, log=None,
-                   tta=False):
+                   tta=False, precision="fp32"):
     """Metrics of ``model`` on raw ``images`` (and their rotations, and with test-time augmentation);
-    returns ``(results, outputs)``."""
-    scorer = scorer_of(model, device)
+    returns ``(results, outputs)``; ``results["precision"]`` is the arithmetic used."""
+    scorer = scorer_of(model, device, precision=precision)
     outputs = scorer.network_outputs(images, batch_size)
-    results = {"metrics": task_metrics(task, outputs, targets)}
+    results = {"metrics": task_metrics(task, outputs, targets), "precision": scorer.precision}
     if tta:
-        averaged = tta_outputs(model, images, device, batch_size)
+        averaged = tta_outputs(model, images, device, batch_size, precision=scorer.precision)
         entry = {"views": 8, "metrics": task_metrics(task, averaged, targets)}
         if task == "classify":
             entry["prediction_change_rate"] = float((averaged.argmax(1) != outputs.argmax(1)).double().mean())

@@ -193,3 +193,27 @@ def test_tta_evaluation_is_invariant_to_the_eight_transforms_and_reported(tmp_pa
     assert (plain.log_softmax(1) - outputs[0]).abs().max() > 1e-3  # the net itself is not invariant
     assert results["tta"]["views"] == 8 and 0 <= results["tta"]["prediction_change_rate"] <= 1
     assert results["tta"]["metrics"]["accuracy"] == float((outputs[0].argmax(1) == targets).double().mean())
+
+
+def test_precision_is_chosen_recorded_and_checked(archs, tmp_path, test_data):
+    """--precision: fp32 by default (the weights' own figures), bf16 on request (close to fp32 for a
+    small net), auto recorded as what it picked; a wrong value is a one-line error before any work."""
+    folder = checkpoint(tmp_path, "strided")
+    records = {}
+    for precision in ("fp32", "bf16", "auto"):
+        out = tmp_path / f"eval-{precision}"
+        result = cli("evaluate", folder, "--data", test_data, "--out", out,
+                     *(["--precision", precision] if precision != "fp32" else []))
+        assert result.exit_code == 0, result.output
+        records[precision] = json.loads((out / "results.json").read_text())
+    assert records["fp32"]["precision"] == "fp32" and records["bf16"]["precision"] == "bf16"
+    assert records["auto"]["precision"] in ("fp32", "bf16")
+    assert abs(records["bf16"]["metrics"]["auc"] - records["fp32"]["metrics"]["auc"]) < 0.2
+    result = cli("evaluate", folder, "--data", test_data, "--precision", "fp16")
+    assert result.exit_code != 0 and "fp16" in result.output and "Traceback" not in result.output
+    from lenszoo.errors import LenszooError
+    from lenszoo.evaluate import run_evaluation
+
+    with pytest.raises(LenszooError, match="precision must be one of"):
+        run_evaluation(str(folder), data_dir=test_data, out=tmp_path / "never", precision="half")
+    assert not (tmp_path / "never").exists()

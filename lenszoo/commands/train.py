@@ -8,6 +8,7 @@ import click
 
 from ..errors import LenszooError
 from ..hookspecs import hookimpl
+from ..inference.options import PRECISIONS
 
 DEFAULT_DATASET = "A"  # what `lenszoo train --arch NAME` trains on when nothing else is said (and says so)
 
@@ -148,11 +149,15 @@ def _log(message):
 @click.option("--fraction-bins", default="0.2,0.5,1,2,5", show_default=True,
               help="Edges (percent) of the substructure-fraction bins of the sensitivity block, for test data "
                    "that record each image's fraction (a stored dataset C).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="Arithmetic of the forward pass: fp32 (the weights' own figures on any machine), bf16 "
+                   "(autocast), or auto (what `lenszoo predict` picks: bf16 where the hardware has it natively "
+                   "and the weights keep parity).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--no-verify", "verify", is_flag=True, flag_value=False, default=True,
               help="Skip checking --data against the sha256s in its manifest.")
 def evaluate_command(model, dataset, split, data_dir, n_per_class, task, rotations, seed, batch_size, device,
-                     workers, out, tta, fraction_bins, as_json, verify):
+                     workers, out, tta, fraction_bins, precision, as_json, verify):
     """Test MODEL (a registered architecture's released weights, hf-hub:ORG/NAME[@REV], a run directory
     or a checkpoint folder; a path must look like one, e.g. ./NAME): metrics, plots, results.json.
 
@@ -166,7 +171,8 @@ def evaluate_command(model, dataset, split, data_dir, n_per_class, task, rotatio
         raise LenszooError(f"--workers must be >= 0, got {workers}")
     record = run_evaluation(model, dataset=dataset, split=split, data_dir=data_dir, n_per_class=n_per_class,
                             task=task, rotations=rotations, seed=seed, batch_size=batch_size, device=device,
-                            workers=workers, out=out, verify=verify, tta=tta, fraction_bins=fraction_bins)
+                            workers=workers, out=out, verify=verify, tta=tta, fraction_bins=fraction_bins,
+                            precision=precision)
     if as_json:
         click.echo(json.dumps(record, indent=2))
 
