@@ -17,7 +17,7 @@ from .test_bad_input import cli, one_line_error, probe, run_dir, snapshot  # noq
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = REPO / "docs" / "results-data"
-RESULT = RECORDS / "radial_profile-classify-A-test.results.json"
+RESULT = RECORDS / "radial_profile-classify-A-holdout.results.json"
 BINARY = b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe" + bytes(range(256))
 
 
