@@ -25,7 +25,7 @@ import numpy as np
 from .errors import LenszooError
 from .evaluate_plots import plot_confusion, plot_roc, plot_scatter
 from .files import claim_output, json_says, output_folder, path_within
-from .inference.options import PRECISIONS
+from .inference.options import check_precision
 from .metrics import classification_metrics, regression_metrics, task_metrics  # noqa: F401 - evaluate's names
 from .robustness import evaluate_model, headline, rotate, rotation_variants, tta_outputs  # noqa: F401 - as above
 from .sensitivity import DEFAULT_BINS_PERCENT, check_bins, summary_line
@@ -187,8 +187,7 @@ def run_evaluation(model_name, *, dataset=None, split="test", data_dir=None, n_p
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise LenszooError(f"--workers must be a whole number >= 0, got {workers}")
     fraction_bins = check_bins(DEFAULT_BINS_PERCENT if fraction_bins is None else fraction_bins)
-    if precision not in PRECISIONS:
-        raise LenszooError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_precision(precision)
     if out is not None:  # before any work: a refused --out costs nothing
         claim_output(out, what="lenszoo evaluation folder", is_ours=is_evaluation_folder)
     torch_device = resolve_device(device)

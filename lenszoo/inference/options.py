@@ -15,6 +15,12 @@ PRECISIONS = ("auto", "fp32", "bf16")  # auto: bf16 where the hardware runs it n
 SOME_FAILED = 3  # exit status when some inputs could not be scored (the others were)
 
 
+def check_precision(precision, name: str = "--precision") -> None:
+    """A one-line error unless ``precision`` is one of :data:`PRECISIONS` (``name``: what the user typed)."""
+    if precision not in PRECISIONS:
+        raise LenszooError(f"{name} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
 def check_api_options(inputs, *, tta, resize, hdu, batch_size, workers, device, engine, precision):
     """What ``lenszoo predict`` checks on its command line, for the Python API; the torch device."""
     import numbers
@@ -39,8 +45,7 @@ def check_api_options(inputs, *, tta, resize, hdu, batch_size, workers, device, 
         raise LenszooError(f"tta must be True or False, got {tta!r}")
     if engine not in ENGINES:
         raise LenszooError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    if precision not in PRECISIONS:
-        raise LenszooError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_precision(precision, "precision")
     resolved = resolve_device(device)
     if engine == "onnxruntime" and resolved.type != "cpu":
         raise LenszooError("engine='onnxruntime' runs on the CPU; pass device='cpu' or engine='torch'")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LenszooError
-from .options import ENGINES, PRECISIONS
+from .options import ENGINES, check_precision
 
 # What bf16 may change against fp32 on a model's holdout/test split before ``auto`` keeps fp32 for
 # it: accuracy (a fraction: 0.001 is 0.1 point) and regression MAE (dex). Measured per released
@@ -89,8 +89,7 @@ def choose_precision(requested: str, model, device, engine: str = "torch") -> tu
     runs fp32 only."""
     from ..runtime import native_bf16
 
-    if requested not in PRECISIONS:
-        raise LenszooError(f"--precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    check_precision(requested)
     if requested == "bf16" and engine != "torch":
         raise LenszooError(f"--precision bf16 runs with --engine torch; {engine} scores in fp32: drop --precision "
                            "or use --engine torch")
