@@ -9,14 +9,21 @@ import pytest
 import lenszoo
 from lenszoo.errors import LenszooError
 from lenszoo.pretrained.manifest import find_entry, validate_manifest
+from lenszoo.pretrained.release import rename_release
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = json.loads((REPO / "weights_manifest.json").read_text())
 
 
 def entry_of(arch, task, dataset):
-    return next(e for e in MANIFEST["weights"]
-                if (e["arch"], e["task"], e["dataset"]) == (arch, task, dataset) and not e.get("tag"))
+    return untagged(next(e for e in MANIFEST["weights"]
+                         if (e["arch"], e["task"], e["dataset"]) == (arch, task, dataset) and e.get("tag") in (None, "clean")))
+
+
+def untagged(entry):
+    """A released entry as the only weights of its arch/task/dataset: no tag, not marked default
+    (the A/B classifiers' seed-protocol weights are tagged `clean` beside a `robust` default)."""
+    return {k: v for k, v in entry.items() if k not in ("tag", "default")}
 
 
 @pytest.fixture
@@ -55,10 +62,9 @@ def test_the_entry_marked_default_is_what_an_untagged_name_loads(zoo):
     _, manifest, a, b, robust = zoo
     data = json.loads(manifest.read_text())
     data["weights"][2]["default"] = True
-    manifest.write_text(json.dumps(data))
-    assert sha(lenszoo.load("radial_profile", dataset="A")) == robust["sha256"]
     data["weights"][0]["tag"] = "clean"  # the former default stays loadable under its own tag
     manifest.write_text(json.dumps(data))
+    assert sha(lenszoo.load("radial_profile", dataset="A")) == robust["sha256"]
     assert sha(lenszoo.load("radial_profile.clean", dataset="A")) == a["sha256"]
 
 
@@ -76,7 +82,7 @@ def test_no_dataset_is_an_error_naming_the_choices_unless_there_is_only_one(zoo)
 
 def test_the_manifest_allows_one_default_and_one_entry_per_tag():
     a = entry_of("radial_profile", "classify", "A")
-    ok = {"schema_version": 1, "weights": [a, dict(a, tag="robust", default=True)]}
+    ok = {"schema_version": 1, "weights": [dict(a, tag="clean"), dict(a, tag="robust", default=True)]}
     assert validate_manifest(ok) == []
     two = {"schema_version": 1, "weights": [dict(a, default=True), dict(a, tag="robust", default=True)]}
     assert any("second default" in p for p in validate_manifest(two))
@@ -84,6 +90,10 @@ def test_the_manifest_allows_one_default_and_one_entry_per_tag():
     assert any("duplicate" in p for p in validate_manifest(same))
     assert any("not a valid name" in p for p in validate_manifest({"schema_version": 1,
                                                                    "weights": [dict(a, tag="no way")]}))
+    hidden = {"schema_version": 1, "weights": [a, dict(a, tag="robust", default=True), dict(a, dataset="B")]}
+    assert [p for p in validate_manifest(hidden) if "no name loads them" in p] == [
+        "entry 0 (radial_profile/classify/A): untagged and not the default, so no name loads them; tag them first "
+        "(lenszoo release weights/radial_profile-classify-A --retag TAG)"]
 
 
 def test_release_with_a_tag_and_default(zoo, tmp_path, monkeypatch):
@@ -95,6 +105,11 @@ def test_release_with_a_tag_and_default(zoo, tmp_path, monkeypatch):
     root, manifest, a, _, _ = zoo
     source = tmp_path / "ckpt"
     shutil.copytree(root / a["folder"], source)
+    before = manifest.read_bytes()
+    with pytest.raises(LenszooError, match=r"radial_profile/classify/A has untagged weights.*--retag TAG"):
+        release(source, manifest=manifest, tag="t2", default=True)  # they would have no name left
+    assert manifest.read_bytes() == before and not (root / "weights" / "radial_profile-classify-A.t2").exists()
+    rename_release(root / a["folder"], tag="first", manifest=manifest)
     entry = release(source, manifest=manifest, tag="t2", default=True)
     assert entry["folder"].endswith("radial_profile-classify-A.t2") and entry["tag"] == "t2" and entry["default"]
     assert entry["input_contract"]["pixel_scale_arcsec"] == 0.101
@@ -104,6 +119,43 @@ def test_release_with_a_tag_and_default(zoo, tmp_path, monkeypatch):
     assert 'lenszoo.load("radial_profile.t2"' in card and "0.101 arcsec/pixel" in card
     assert sum(bool(e.get("default")) for e in json.loads(manifest.read_text())["weights"]) == 1
     assert find_entry("radial_profile", "classify", "A", manifest)["tag"] == "t2"
+    assert find_entry("radial_profile", "classify", "A", manifest, tag="first")["sha256"] == a["sha256"]
+
+
+def test_retag_and_default_rename_released_weights_in_place(zoo):
+    """`lenszoo release FOLDER --retag TAG` and `--default`: the weights and the folder stay, the
+    name changes in config.json, the card and the manifest, and nothing is left without a name."""
+    from click.testing import CliRunner
+
+    from lenszoo.cli import main
+    from lenszoo.files import sha256_file
+
+    root, manifest, a, _, robust = zoo
+    folder, robust_folder = root / a["folder"], root / robust["folder"]
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    run = lambda *args: CliRunner().invoke(main, ["release", *map(str, args)])  # noqa: E731
+
+    refused = run(robust_folder, "--default")  # radial_profile/classify/A's untagged weights would lose their name
+    assert refused.exit_code == 1 and "tag them first (lenszoo release weights/radial_profile-classify-A --retag TAG)" \
+        in refused.output and len(refused.output.strip().splitlines()) == 1
+    assert run(folder, "--retag", "robust").exit_code == 1  # a tag names one set of weights
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == files  # refused: nothing written
+
+    done = run(folder, "--retag", "clean")
+    assert done.exit_code == 0 and "loads as radial_profile.clean" in done.output, done.output
+    entry = find_entry("radial_profile", "classify", "A", manifest, tag="clean")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["tag"] == "clean" and entry["config_sha256"] == sha256_file(folder / "config.json")
+    assert entry["sha256"] == a["sha256"] and (folder / "model.safetensors").read_bytes() == files["model.safetensors"]
+    assert 'lenszoo.load("radial_profile.clean"' in (folder / "README.md").read_text()
+    assert sha(lenszoo.load("radial_profile.clean", dataset="A")) == a["sha256"]  # the config sha256 checks out
+
+    assert run(robust_folder, "--default").exit_code == 0
+    assert sha(lenszoo.load("radial_profile", dataset="A")) == robust["sha256"]
+    assert sha(lenszoo.load("radial_profile", dataset="A", tag="clean")) == a["sha256"]
+    assert run(folder, "--default").exit_code == 0  # and back: one default at a time
+    assert sha(lenszoo.load("radial_profile", dataset="A")) == a["sha256"]
+    assert sum(bool(e.get("default")) for e in json.loads(manifest.read_text())["weights"]) == 1
 
 
 def test_info_shows_tags_the_default_and_the_contract(zoo):

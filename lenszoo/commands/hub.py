@@ -1,5 +1,7 @@
 """`lenszoo publish`, `lenszoo download`, `lenszoo release`: weights between runs, the repo and the Hub."""
 
+from pathlib import Path
+
 import click
 
 from ..hookspecs import hookimpl
@@ -113,12 +115,15 @@ def download_command(name, task, dataset, everything):
 @click.option("--tag", help="Release as tagged weights ARCH.TAG (e.g. robust) beside the default ones, in "
               "weights/ARCH-TASK-DATASET.TAG.")
 @click.option("--default", "make_default", is_flag=True,
-              help="Make these the weights an untagged name loads (for their arch, task and dataset).")
+              help="Make these the weights an untagged name loads (for their arch, task and dataset); with PATH "
+                   "a released weights folder, in place.")
+@click.option("--retag", help="Instead of releasing: give the released weights at PATH the tag RETAG, in place (their "
+              "config.json, card and manifest entry change; the folder and the weights stay).")
 @click.option("--metrics-from", "metrics_from", multiple=True, type=click.Path(),
               help="Instead of releasing: add the metrics of these `lenszoo evaluate` results (results.json or its "
                    "folder; repeatable) of the released weights at PATH to their manifest entry, as "
                    "metrics.holdout or metrics.test; the weights folder is not touched.")
-def release_command(path, to, fp16, tag, make_default, metrics_from):
+def release_command(path, to, fp16, tag, make_default, retag, metrics_from):
     """Copy a run's best checkpoint into weights/ and record it in weights_manifest.json.
 
     Test and holdout metrics from `lenszoo evaluate` of the same weights (RUN/eval/*) are recorded
@@ -126,12 +131,23 @@ def release_command(path, to, fp16, tag, make_default, metrics_from):
 
     \b
       lenszoo release runs/c8_steerable-classify-A
-      lenszoo release weights/c8_steerable-classify-A --metrics-from runs/eval/c8_steerable-classify-A-holdout"""
+      lenszoo release weights/c8_steerable-classify-A --metrics-from runs/eval/c8_steerable-classify-A-holdout
+      lenszoo release weights/c8_steerable-classify-A --retag seed      # then another set can be the default
+      lenszoo release weights/c8_steerable-classify-A.robust --default"""
     from ..errors import LenszooError
     from ..pretrained.refs import resolve_checkpoint_folder
-    from ..pretrained.release import record_evaluations, release, release_manifest
+    from ..pretrained.release import record_evaluations, release, release_manifest, rename_release
 
     manifest = release_manifest(to)
+    if retag or (make_default and not tag and _is_released_folder(path, manifest)):
+        if fp16 or tag or metrics_from:
+            raise LenszooError("--retag and --default on released weights rename them in place: drop --fp16, --tag "
+                               "and --metrics-from")
+        entry = rename_release(path, tag=retag, default=make_default, manifest=manifest)
+        name = entry.arch + (f".{entry.tag}" if entry.tag else "")
+        click.echo(f"{entry.folder} loads as {name} (task={entry.task} dataset={entry.dataset})"
+                   + ("; it is the default: an untagged name loads it" if entry.default else "") + f"; {manifest} updated")
+        return
     if metrics_from:
         if fp16 or tag or make_default:
             raise LenszooError("--metrics-from adds metrics to weights already released, as they are: drop --fp16, "
@@ -147,6 +163,16 @@ def release_command(path, to, fp16, tag, make_default, metrics_from):
     if "test" not in entry["metrics"]:
         click.echo(f"note: no test metrics for exactly these weights under {path}/eval; evaluate "
                    f"{manifest.parent / entry['folder']} with --out {path}/eval/NAME and release again", err=True)
+
+
+def _is_released_folder(path, manifest) -> bool:
+    """Whether ``path`` is the folder of an entry of ``manifest`` (not a run to release)."""
+    from ..pretrained.manifest import read_manifest
+
+    if not Path(manifest).is_file():
+        return False
+    folder = Path(path).resolve()
+    return any((Path(manifest).parent / e["folder"]).resolve() == folder for e in read_manifest(manifest)["weights"])
 
 
 @hookimpl

@@ -244,8 +244,9 @@ def curve_table(main) -> str:
 
 
 def headline_table(entries: list[dict], paper_rows: dict | None = None) -> str:
-    """One row per architecture: the released checkpoints' test metrics (classification accuracy,
-    regression MAE in dex) beside the seed paper's accuracy; '—' where nothing is released."""
+    """One row per architecture: the test metrics (classification accuracy, regression MAE in dex) of
+    its released weights, those an untagged name loads first and every tag named, beside the seed
+    paper's accuracy; '—' where nothing is released."""
     from ..pretrained.manifest import is_default
     from .select import ORDER
 
@@ -253,15 +254,18 @@ def headline_table(entries: list[dict], paper_rows: dict | None = None) -> str:
     groups: dict = {}
     for entry in entries:
         groups.setdefault((entry["arch"], entry["task"], entry["dataset"]), []).append(entry)
-    found = {key: next(e for e in group if is_default(e, group)) for key, group in groups.items()
-             if any(is_default(e, group) for e in group)}  # the weights an untagged name loads
     archs = sorted({e["arch"] for e in entries} | set(ORDER), key=arch_order)
     rows = []
     for arch in archs:
         cells = [f"`{arch}`"]
         for task, dataset in (("classify", "A"), ("classify", "B"), ("regress", "A"), ("regress", "B")):
-            test = _dig(found.get((arch, task, dataset)) or {}, "metrics", "test") or {}
-            cells.append(percent(test.get("accuracy")) if task == "classify" else fmt(test.get("mae"), ".3f"))
+            group = groups.get((arch, task, dataset)) or [{}]
+            shown = []  # the weights an untagged name loads first, then any other tags, named
+            for entry in sorted(group, key=lambda e: (not is_default(e, group), e.get("tag") or "")):
+                test = _dig(entry, "metrics", "test") or {}
+                figure = percent(test.get("accuracy")) if task == "classify" else fmt(test.get("mae"), ".3f")
+                shown.append(figure + (f" `{entry['tag']}`" if entry.get("tag") else ""))
+            cells.append(" · ".join(shown))
         seed = [paper_rows.get(("classify", arch, d), {}).get("accuracy") for d in ("A", "B")]
         cells.append(" / ".join(fmt(None if s is None else 100 * s, ".2f") for s in seed))
         rows.append(cells)

@@ -233,6 +233,12 @@ def validate_manifest(manifest) -> list[str]:
             if key[:3] in defaults:
                 problems.append(f"{label}: a second default for {'/'.join(map(str, key[:3]))}")
             defaults.add(key[:3])
+    for index, entry in enumerate(entries):  # untagged weights beside a tagged default have no name left
+        if isinstance(entry, dict) and entry.get("tag") is None and not entry.get("default") \
+                and (entry.get("arch"), entry.get("task"), entry.get("dataset")) in defaults:
+            problems.append(f"entry {index} ({entry.get('arch')}/{entry.get('task')}/{entry.get('dataset')}): "
+                            f"untagged and not the default, so no name loads them; tag them first "
+                            f"(lenszoo release {entry.get('folder')} --retag TAG)")
     return problems
 
 

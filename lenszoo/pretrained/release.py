@@ -9,14 +9,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, is_checkpoint_folder, load_checkpoint, read_config, write_inference_form
+from ..checkpoint import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, is_checkpoint_folder, load_checkpoint, read_config, write_inference_form
 from ..errors import LenszooError
-from ..files import atomic_folder, atomic_write_json, claim_output, honour_umask, path_kind, sha256_file
+from ..files import atomic_folder, atomic_write_json, atomic_write_text, claim_output, honour_umask, json_text, \
+    path_kind, sha256_bytes, sha256_file
 from ..names import check_name
 from ..tasks import TASKS
-from .card import write_model_card
+from .card import model_card_text, write_model_card
 from .manifest import MANIFEST_ENV, MANIFEST_NAME, SCHEMA_VERSION, Weights, entry_key, entry_label, manifest_path, \
-    read_manifest, source_checkout
+    read_manifest, source_checkout, validate_manifest
 
 
 def release_manifest(to=None) -> Path:
@@ -107,6 +108,12 @@ def release(checkpoint_folder, *, manifest: Path | None = None, run_dir=None, fp
         check_name("tag", tag, "--tag")
     trainable = load_checkpoint(source)  # the weights load, and match their sha256
     data = read_manifest(manifest) if manifest.is_file() else {"schema_version": SCHEMA_VERSION, "weights": []}
+    if default and tag:  # the untagged weights it displaces need a name of their own first
+        untagged = [e for e in data["weights"] if entry_key(e) == (config["arch"], config["task"], config["dataset"], None)]
+        if untagged:
+            raise LenszooError(f"{entry_label(untagged[0])} has untagged weights, which no name could load once "
+                               f"{config['arch']}.{tag} is the default: tag them first (lenszoo release "
+                               f"{untagged[0]['folder']} --retag TAG), then release with --default")
 
     staging = Path(tempfile.mkdtemp(prefix=".lenszoo-release-", dir=manifest.parent if manifest.parent.is_dir()
                                     else None))
@@ -229,19 +236,7 @@ def record_evaluations(path, evaluations, *, manifest: Path | None = None) -> tu
 
     manifest = Path(manifest) if manifest else manifest_path()
     data = read_manifest(manifest)
-    folder = Path(path)
-    weights = folder / WEIGHTS_NAME
-    if not weights.is_file():
-        raise LenszooError(f"{folder} has no {WEIGHTS_NAME}; give the released folder (weights/ARCH-TASK-DATASET) "
-                           "whose manifest entry gets the metrics")
-    sha = sha256_file(weights)
-    entries = [e for e in data["weights"] if e["sha256"] == sha]
-    if len(entries) > 1:  # the same weights released twice: the folder says which entry
-        entries = [e for e in entries if (manifest.parent / e["folder"]).resolve() == folder.resolve()] or entries
-    if not entries:
-        raise LenszooError(f"the weights in {folder} are not released in {manifest} (no entry has their sha256 "
-                           f"{sha[:12]}); release them first with `lenszoo release RUN`")
-    entry = entries[0]
+    entry = released_entry(data, path, manifest, "gets the metrics")
     label = entry_label(entry)
     chosen: dict[str, dict] = {}
     for record in load_results(evaluations):
@@ -262,6 +257,63 @@ def record_evaluations(path, evaluations, *, manifest: Path | None = None) -> tu
     entry["metrics"] = {**entry.get("metrics", {}), **chosen}
     atomic_write_json(manifest, data, sort_keys=False)
     return Weights.from_entry(entry, manifest.parent), sorted(chosen)
+
+
+def released_entry(data: dict, path, manifest: Path, purpose: str) -> dict:
+    """The manifest entry (of ``data``, the JSON of ``manifest``) of the released weights folder ``path``,
+    found by its weights' sha256 (and by folder where the same weights are released twice)."""
+    folder = Path(path)
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise LenszooError(f"{folder} has no {WEIGHTS_NAME}; give the released folder (weights/ARCH-TASK-DATASET) "
+                           f"whose manifest entry {purpose}")
+    sha = sha256_file(weights)
+    entries = [e for e in data["weights"] if e["sha256"] == sha]
+    if len(entries) > 1:  # the same weights released twice: the folder says which entry
+        entries = [e for e in entries if (manifest.parent / e["folder"]).resolve() == folder.resolve()] or entries
+    if not entries:
+        raise LenszooError(f"the weights in {folder} are not released in {manifest} (no entry has their sha256 "
+                           f"{sha[:12]}); release them first with `lenszoo release RUN`")
+    return entries[0]
+
+
+def rename_release(path, *, tag: str | None = None, default: bool = False,
+                   manifest: Path | None = None) -> Weights:
+    """Change, in place, the name by which the released weights at ``path`` load: give them ``tag``
+    (written into their config.json, model card and manifest entry; the folder and the weights stay
+    as they are) and/or make them the ``default`` (what an untagged name loads for their arch, task
+    and dataset). Everything is checked before anything is written; a change that would leave
+    other weights without a name (untagged beside a tagged default) is refused, as is retagging
+    weights pinned on the Hub, whose published config.json would then disagree."""
+    manifest = Path(manifest) if manifest else manifest_path()
+    data = read_manifest(manifest)
+    entry = released_entry(data, path, manifest, "is renamed")
+    label, folder = entry_label(entry), manifest.parent / entry["folder"]
+    files = {}
+    if tag is not None and tag != entry.get("tag"):
+        check_name("tag", tag, "--retag")
+        if entry.get("hf_repo_id"):
+            raise LenszooError(f"{label} is published at {entry['hf_repo_id']}@{entry['hf_revision'][:12]}; retagging "
+                               "changes its config.json, which the pinned Hub copy would no longer match: keep its "
+                               "tag, or release the run again under the new tag and publish that")
+        config = read_config(folder)
+        config["tag"] = tag
+        files[folder / CONFIG_NAME] = json_text(config)
+        files[folder / CARD_NAME] = model_card_text(config)
+        entry["tag"] = tag
+        entry["config_sha256"] = sha256_bytes(files[folder / CONFIG_NAME].encode("utf-8"))
+    if default:
+        for other in data["weights"]:
+            if entry_key(other)[:3] == entry_key(entry)[:3]:
+                other.pop("default", None)
+        entry["default"] = True
+    problems = validate_manifest(data)
+    if problems:
+        raise LenszooError(f"cannot rename {label}: {problems[0]}")
+    for target, text in files.items():
+        atomic_write_text(target, text)
+    atomic_write_json(manifest, data, sort_keys=False)
+    return Weights.from_entry(entry, manifest.parent)
 
 
 def record_publication(arch: str, task: str, dataset: str, repo_id: str, commit_sha: str,
