@@ -167,7 +167,8 @@ def test_a_registered_name_always_means_the_registry(tmp_path, monkeypatch):
     model = lenszoo.load("c8_steerable", task="classify", dataset="B")
     manifest = json.loads((REPO / "weights_manifest.json").read_text())
     entry = next(e for e in manifest["weights"] if (e["arch"], e["task"], e["dataset"]) == ("c8_steerable",
-                                                                                              "classify", "B"))
+                                                                                              "classify", "B")
+                 and e.get("default"))  # the weights an untagged name loads
     assert model.lenszoo_config["released"]["sha256"] == entry["sha256"]
     assert model.lenszoo_config["dataset"] == "B"
     assert resolve_name("./c8_steerable").kind == "checkpoint"  # a path that looks like one is a path
@@ -214,14 +215,14 @@ def test_the_manifest_covers_config_json_too(tmp_path, monkeypatch):
     shutil.copytree(REPO / "weights" / "c8_steerable-classify-B", repo / "weights" / "c8_steerable-classify-B")
     shutil.copy(REPO / "weights_manifest.json", repo / "weights_manifest.json")
     monkeypatch.setenv("LENSZOO_MANIFEST", str(repo / "weights_manifest.json"))
-    assert lenszoo.load("c8_steerable", task="classify", dataset="B") is not None
+    assert lenszoo.load("c8_steerable.clean", task="classify", dataset="B") is not None
     config = repo / "weights" / "c8_steerable-classify-B" / "config.json"
     edited = json.loads(config.read_text())
     edited["normalization"] = {"name": "none", "version": 1}
     config.write_text(json.dumps(edited, indent=2, sort_keys=True) + "\n")
     with pytest.warns(UserWarning, match="does not match its sha256s"):
         with pytest.raises(LenszooError, match="do not match the manifest.s sha256s"):
-            lenszoo.load("c8_steerable", task="classify", dataset="B")
+            lenszoo.load("c8_steerable.clean", task="classify", dataset="B")
 
 
 def test_a_flipped_bit_in_a_shard_is_named_before_training(probe, tmp_path):

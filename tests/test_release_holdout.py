@@ -15,8 +15,14 @@ MANIFEST = json.loads((REPO / "weights_manifest.json").read_text())
 
 
 def released(arch, task, dataset):
-    return next(e for e in MANIFEST["weights"]
-                if (e["arch"], e["task"], e["dataset"]) == (arch, task, dataset) and not e.get("tag"))
+    return untagged(next(e for e in MANIFEST["weights"]
+                         if (e["arch"], e["task"], e["dataset"]) == (arch, task, dataset) and e.get("tag") in (None, "clean")))
+
+
+def untagged(entry):
+    """A released entry as the only weights of its arch/task/dataset: no tag, not marked default
+    (the A/B classifiers' seed-protocol weights are tagged `clean` beside a `robust` default)."""
+    return {k: v for k, v in entry.items() if k not in ("tag", "default")}
 
 
 def evaluation(folder, *, sha, split, accuracy, n, dataset="A", task="classify"):

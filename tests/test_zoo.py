@@ -25,12 +25,30 @@ SEED = 11  # a test-split stream no model was selected on
 def test_one_entry_per_architecture_task_and_dataset():
     tagged = [(e["arch"], e["task"], e["dataset"], e.get("tag")) for e in MANIFEST["weights"]]
     assert len(tagged) == len(set(tagged))
-    keys = [key[:3] for key in tagged if key[3] is None]  # the untagged weights: one per arch/task/dataset
-    assert len(keys) == len(set(keys))
+    from lenszoo.pretrained.manifest import is_default
+
+    groups = {}
+    for entry in MANIFEST["weights"]:
+        groups.setdefault((entry["arch"], entry["task"], entry["dataset"]), []).append(entry)
+    keys = [key for key, group in groups.items() for e in group if is_default(e, group)]  # what an untagged name loads
+    assert len(keys) == len(set(keys)) == len(groups)
     assert set(keys) <= {(a, t, d) for a in BUILTINS for t in TASKS for d in DATASETS + SHORTCUT_FREE}
     the_sixteen = {(a, t, d) for a in NETWORKS for t in TASKS for d in DATASETS}
     assert len(the_sixteen) == 16
     assert not the_sixteen - set(keys), f"missing from the zoo: {sorted(the_sixteen - set(keys))}"
+
+
+def test_names_agree_and_real_cutouts_get_robust_weights_by_default():
+    """Each entry's config.json names the tag its manifest entry has; for A and B classification an
+    untagged name loads the `robust` weights and the seed protocol's stay loadable as `clean`."""
+    for entry in MANIFEST["weights"]:
+        config = json.loads((REPO / entry["folder"] / "config.json").read_text())
+        assert config.get("tag") == entry.get("tag"), entry["folder"]
+    for arch in BUILTINS:
+        for dataset in DATASETS:
+            group = {e.get("tag"): e for e in MANIFEST["weights"]
+                     if (e["arch"], e["task"], e["dataset"]) == (arch, "classify", dataset)}
+            assert set(group) == {"clean", "robust"} and group["robust"].get("default") is True, (arch, dataset)
 
 
 def test_every_entry_records_how_it_was_made():
@@ -117,6 +135,12 @@ def test_the_readme_headline_table_is_the_manifests():
     assert block == headline_table(released_weights(REPO / "weights_manifest.json"), paper["rows"])
 
 
+def untagged(entry):
+    """A released entry as the only weights of its arch/task/dataset: no tag, not marked default
+    (the A/B classifiers' seed-protocol weights are tagged `clean` beside a `robust` default)."""
+    return {k: v for k, v in entry.items() if k not in ("tag", "default")}
+
+
 # -- a zoo with a checkpoint that is neither here nor published (issue 27, items 13 and 14) -------
 @pytest.fixture(params=["checkout", "installed"])
 def partial_zoo(request, tmp_path, monkeypatch):
@@ -128,10 +152,9 @@ def partial_zoo(request, tmp_path, monkeypatch):
     import lenszoo.pretrained.manifest
 
     zoo = tmp_path / "zoo"
-    keep = [e for e in MANIFEST["weights"]  # untagged: the zoo stays three checkpoints as tags are released
-            if e["arch"] == "radial_profile" and e["dataset"] == "A" and not e.get("tag")]
-    missing = next(e for e in MANIFEST["weights"]
-                   if (e["arch"], e["task"], e["dataset"], e.get("tag")) == ("resnet50", "classify", "A", None))
+    seed_protocol = [untagged(e) for e in MANIFEST["weights"] if e.get("tag") in (None, "clean")]  # one a key
+    keep = [e for e in seed_protocol if e["arch"] == "radial_profile" and e["dataset"] == "A"]
+    missing = next(e for e in seed_protocol if (e["arch"], e["task"], e["dataset"]) == ("resnet50", "classify", "A"))
     assert not missing["hf_repo_id"]
     for entry in keep:
         shutil.copytree(REPO / entry["folder"], zoo / entry["folder"])
