@@ -290,6 +290,11 @@ def test_the_learning_curves_show_each_architectures_seed_band(seeds):
     drawn = learning_curves(rows, tmp_path / "curves.png")
     assert ("classify", "A", "c8_steerable", 2) in drawn  # a band of two seeds
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    key = next(k for k in rows if k[:3] == ("c8_steerable", "classify", "A"))
+    first = rows[key][0]
+    unrecorded = type(first)(first.arch, first.task, first.dataset, {"epochs": 99}, first.split, dict(first.seeds))
+    rows[key] = [unrecorded, *rows[key]]  # a recipe with more seeds and no training history comes first
+    assert ("classify", "A", "c8_steerable", 2) in learning_curves(rows, tmp_path / "curves.png")
 
 
 def test_kept_records_name_files_relative_to_their_repository(tmp_path):

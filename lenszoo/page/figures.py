@@ -29,7 +29,8 @@ def learning_curves(rows: dict, path: Path) -> list[tuple]:
     """Validation accuracy (classify) and MAE (regress) against images seen, each architecture's
     seeds as a band (min to max) about their mean, and against wall-clock minutes (one line a seed).
     Returns what was drawn: (task, dataset, arch, seeds in the band) per curve; nothing, no file."""
-    panels = sorted({(task, dataset) for (_, task, dataset), siblings in rows.items() if siblings[0].histories})
+    drawable = {key: next((row for row in siblings if row.histories), None) for key, siblings in rows.items()}
+    panels = sorted({(task, dataset) for (_, task, dataset), row in drawable.items() if row is not None})
     if not panels:
         return []
     from ..plotting import pyplot
@@ -40,9 +41,10 @@ def learning_curves(rows: dict, path: Path) -> list[tuple]:
     fig, axes = plt.subplots(len(panels), 2, figsize=(11, 3.6 * len(panels)), squeeze=False)
     for index, (task, dataset) in enumerate(panels):
         metric = "accuracy" if task == "classify" else "mae"
-        for (arch, t, d), siblings in sorted(rows.items(), key=lambda kv: arch_order(kv[0][0])):
-            row = siblings[0]  # the recipe with the most seeds
-            if (t, d) != (task, dataset) or not row.histories:
+        for (arch, t, d), row in sorted(drawable.items(), key=lambda kv: arch_order(kv[0][0])):
+            # the recipe with the most seeds that recorded their training (a checkpoint trained
+            # elsewhere may carry no history; its architecture's other recipe still has a curve)
+            if (t, d) != (task, dataset) or row is None:
                 continue
             histories = [history for _, history in row.histories]
             band = curve_band(histories, metric) if len(histories) > 1 else None

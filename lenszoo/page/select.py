@@ -206,7 +206,8 @@ class SeedRow:
 
 def seed_rows(results: list[dict], released=frozenset()) -> dict[tuple, list[SeedRow]]:
     """Per (arch, task, dataset): a row per recipe; first the one with the most seeds (then the one
-    holding the released weights): the architecture's row in comparisons and learning curves."""
+    holding the released weights): the architecture's row in comparisons (learning curves take the
+    first whose runs recorded their training)."""
     groups = defaultdict(list)
     for record in _own_dataset(results):
         groups[(key_of(record), recipe_key(record))].append(record)
