@@ -220,3 +220,13 @@ def test_weights_neither_here_nor_published_say_so_and_what_works(partial_zoo):
     info = cli("info", "radial_profile")
     paths = [line.rsplit(": ", 1)[1] for line in info.stdout.splitlines() if "weights:" in line]
     assert paths == [str(zoo / e["file"]) for e in keep] and all(Path(p).is_file() for p in paths)
+
+
+def test_predict_rows_name_the_weights_with_their_tag():
+    """Rows say which weights scored them: robust (the default) and clean differ in name, not only sha256."""
+    images = torch.zeros(2, 64, 64).numpy()
+    for name, tag in (("radial_profile", "robust"), ("radial_profile.clean", "clean")):
+        entry = next(e for e in MANIFEST["weights"] if (e["arch"], e["task"], e["dataset"], e.get("tag")) ==
+                     ("radial_profile", "classify", "A", tag))
+        rows = lenszoo.predict(name, images, dataset="A")
+        assert {(r["model"], r["model_sha256"]) for r in rows} == {(f"radial_profile-classify-A.{tag}", entry["sha256"])}

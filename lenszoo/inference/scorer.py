@@ -51,7 +51,8 @@ def model_identity(model) -> tuple[str, str]:
     elif source is not None and source.kind in ("run", "checkpoint"):
         name = str(Path(source.path).resolve())
     else:
-        name = f"{config.get('arch')}-{config.get('task')}-{config.get('dataset')}"
+        tag = config.get("tag")  # tagged weights are named as their folder and card are: ARCH-TASK-DATASET.TAG
+        name = f"{config.get('arch')}-{config.get('task')}-{config.get('dataset')}" + (f".{tag}" if tag else "")
     return name, released.get("sha256") or config.get("weights_sha256") or ""
 
 
