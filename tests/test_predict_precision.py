@@ -18,6 +18,7 @@ from lenszoo.inference.scorer import BF16_LIMITS, bf16_keeps_parity, choose_prec
 
 from .probes import ProbePlugin, registered
 from .test_bad_input import REPO, cli, one_line_error
+from .zoo_entries import untagged
 
 MODEL = ["radial_profile", "--dataset", "A"]
 CPU = torch.device("cpu")
@@ -126,7 +127,7 @@ def test_a_manifest_entry_carries_its_bf16_parity_to_the_loaded_model(tmp_path, 
     manifest = json.loads((REPO / "weights_manifest.json").read_text())
     entry = next(e for e in manifest["weights"] if (e["arch"], e["task"], e["dataset"], e.get("tag")) ==
                  ("radial_profile", "classify", "A", "clean"))
-    entry = {k: v for k, v in entry.items() if k not in ("tag", "default")}  # the only weights of this zoo
+    entry = untagged(entry)  # the only weights of this zoo
     entry["bf16_parity"] = {"split": "test", "n": 3000, "accuracy_change": -0.02, "max_probability_change": 0.1}
     manifest["weights"] = [entry]
     (repo / "weights_manifest.json").write_text(json.dumps(manifest))

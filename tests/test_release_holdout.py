@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from .test_bad_input import cli, one_line_error
+from .zoo_entries import untagged
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = json.loads((REPO / "weights_manifest.json").read_text())
@@ -17,12 +18,6 @@ MANIFEST = json.loads((REPO / "weights_manifest.json").read_text())
 def released(arch, task, dataset):
     return untagged(next(e for e in MANIFEST["weights"]
                          if (e["arch"], e["task"], e["dataset"]) == (arch, task, dataset) and e.get("tag") in (None, "clean")))
-
-
-def untagged(entry):
-    """A released entry as the only weights of its arch/task/dataset: no tag, not marked default
-    (the A/B classifiers' seed-protocol weights are tagged `clean` beside a `robust` default)."""
-    return {k: v for k, v in entry.items() if k not in ("tag", "default")}
 
 
 def evaluation(folder, *, sha, split, accuracy, n, dataset="A", task="classify"):

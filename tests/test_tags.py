@@ -11,6 +11,8 @@ from lenszoo.errors import LenszooError
 from lenszoo.pretrained.manifest import find_entry, validate_manifest
 from lenszoo.pretrained.release import rename_release
 
+from .zoo_entries import untagged
+
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = json.loads((REPO / "weights_manifest.json").read_text())
 
@@ -18,12 +20,6 @@ MANIFEST = json.loads((REPO / "weights_manifest.json").read_text())
 def entry_of(arch, task, dataset):
     return untagged(next(e for e in MANIFEST["weights"]
                          if (e["arch"], e["task"], e["dataset"]) == (arch, task, dataset) and e.get("tag") in (None, "clean")))
-
-
-def untagged(entry):
-    """A released entry as the only weights of its arch/task/dataset: no tag, not marked default
-    (the A/B classifiers' seed-protocol weights are tagged `clean` beside a `robust` default)."""
-    return {k: v for k, v in entry.items() if k not in ("tag", "default")}
 
 
 @pytest.fixture

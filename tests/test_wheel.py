@@ -21,14 +21,14 @@ from click.testing import CliRunner
 from lenszoo.cli import main
 
 from .hub_server import HubServer
+from .zoo_entries import untagged
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def two_entries():
     """The smallest and a larger released checkpoint, each as the only (untagged) weights of its key."""
-    entries = sorted(({k: v for k, v in e.items() if k not in ("tag", "default")}
-                      for e in json.loads((REPO / "weights_manifest.json").read_text())["weights"]),
+    entries = sorted((untagged(e) for e in json.loads((REPO / "weights_manifest.json").read_text())["weights"]),
                      key=lambda e: e["size"])
     small = entries[0]
     large = next((e for e in entries if e["size"] > small["size"]), None)

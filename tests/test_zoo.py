@@ -12,6 +12,8 @@ import torch
 import lenszoo
 from lenszoo.tasks import TASKS
 
+from .zoo_entries import untagged
+
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = json.loads((REPO / "weights_manifest.json").read_text())
 NETWORKS = ("resnet50", "c8_steerable", "hnet", "etn")
@@ -133,12 +135,6 @@ def test_the_readme_headline_table_is_the_manifests():
     block = readme.split(HEADLINE_BEGIN)[1].split(HEADLINE_END)[0].strip()
     paper = load_paper(REPO / "docs" / "seed_paper.json")
     assert block == headline_table(released_weights(REPO / "weights_manifest.json"), paper["rows"])
-
-
-def untagged(entry):
-    """A released entry as the only weights of its arch/task/dataset: no tag, not marked default
-    (the A/B classifiers' seed-protocol weights are tagged `clean` beside a `robust` default)."""
-    return {k: v for k, v in entry.items() if k not in ("tag", "default")}
 
 
 # -- a zoo with a checkpoint that is neither here nor published (issue 27, items 13 and 14) -------
