@@ -293,7 +293,7 @@ def test_the_figure_check_finds_a_figure_no_record_gives(values):
     unrecorded passage passes only where it is marked."""
     assert unbacked("`c8_steerable` reaches 97.45 % on A", values) == []
     assert unbacked("`c8_steerable` reaches 97.61 % on A", values) == ["97.61"]
-    assert unbacked("`etn` is 4.83 points above the seed's", values) == []
+    assert unbacked("`etn` is 4.79 points above the seed's", values) == []
     assert unbacked("`etn` is 4.95 points above the seed's", values) == ["4.95"]
     assert unbacked("`c8_steerable` C-hst ran 46.2 minutes", values) == []
     assert unbacked("`resnet50` ran 46.2 minutes", values) == ["46.2"]  # c8's figure, not ResNet-50's
