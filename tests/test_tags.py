@@ -184,3 +184,27 @@ def test_list_and_report_show_tags(zoo, tmp_path):
     text = build_report(load_results([tmp_path]))
     rows = [line for line in text.splitlines() if line.startswith("| radial_profile")]
     assert len(rows) == 2 and any(row.startswith("| radial_profile.robust |") for row in rows)
+
+
+def test_new_weights_under_a_released_name_take_its_folder_and_default(zoo, tmp_path, monkeypatch):
+    """Retrained weights released under an existing name (e.g. ResNet-50 at more images as
+    `resnet50.clean`) replace the old ones in the folder the manifest names, default and all:
+    no second folder, no orphan."""
+    import lenszoo.contract as contract
+    from lenszoo.pretrained.release import release
+
+    measure = contract.measure_contract
+    monkeypatch.setattr(contract, "measure_contract", lambda generator, **kw: measure(generator, n=48))
+    root, manifest, a, _, _ = zoo
+    source = tmp_path / "retrained"
+    shutil.copytree(root / a["folder"], source)
+    rename_release(root / a["folder"], tag="clean", manifest=manifest)
+    rename_release(root / a["folder"], default=True, manifest=manifest)
+    weights_before = sorted(p.name for p in (root / "weights").iterdir())
+
+    entry = release(source, manifest=manifest, tag="clean", fp16=True)  # half precision: other bytes
+    assert entry["folder"] == a["folder"] and entry["default"] and entry["tag"] == "clean"
+    assert entry["sha256"] != a["sha256"]
+    assert sorted(p.name for p in (root / "weights").iterdir()) == weights_before
+    assert sha(lenszoo.load("radial_profile", dataset="A")) == entry["sha256"]
+    assert [e["tag"] for e in json.loads(manifest.read_text())["weights"] if e["dataset"] == "A"].count("clean") == 1

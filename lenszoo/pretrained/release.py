@@ -85,7 +85,8 @@ def half_precision_copy(source: Path, target: Path) -> None:
 
 def release(checkpoint_folder, *, manifest: Path | None = None, run_dir=None, fp16: bool = False,
             tag: str | None = None, default: bool = False) -> dict:
-    """Copy a checkpoint folder to ``weights/ARCH-TASK-DATASET/`` and record it in the manifest.
+    """Copy a checkpoint folder to ``weights/ARCH-TASK-DATASET[.TAG]/`` and record it in the manifest;
+    weights released under a name that already has some replace them in that entry's folder.
 
     Test-split metrics that ``lenszoo evaluate`` wrote for these exact weights (under the run
     directory's ``eval/``) are added to the released config, card and manifest entry. Everything
@@ -177,7 +178,13 @@ def _release(source, config, data, manifest, run_dir, fp16, staging, trainable, 
         if found:
             metrics[split] = found
     config["metrics"] = metrics
-    rel = f"weights/{config['arch']}-{config['task']}-{config['dataset']}" + (f".{tag}" if tag else "")
+    key = (config["arch"], config["task"], config["dataset"], tag or None)
+    replaced = next((e for e in data["weights"] if entry_key(e) == key), None)
+    # new weights under a released name take that name's folder and default: a folder renamed by
+    # --retag keeps its name, and no orphaned folder is left beside the new one
+    rel = replaced["folder"] if replaced else \
+        f"weights/{config['arch']}-{config['task']}-{config['dataset']}" + (f".{tag}" if tag else "")
+    default = default or bool(replaced and replaced.get("default"))
     target = manifest.parent / rel
     claim_output(target, what="lenszoo checkpoint folder", is_ours=is_checkpoint_folder, option="release target")
     with atomic_folder(target) as tmp:
@@ -197,7 +204,6 @@ def _release(source, config, data, manifest, run_dir, fp16, staging, trainable, 
     if tag:
         entry["tag"] = tag
     entry["input_contract"] = config["input_contract"]
-    key = entry_key(entry)
     kept = [e for e in data["weights"] if entry_key(e) != key]
     if default:  # one default per arch/task/dataset: this one
         entry["default"] = True
