@@ -40,6 +40,12 @@ def test_one_entry_per_architecture_task_and_dataset():
     assert not the_sixteen - set(keys), f"missing from the zoo: {sorted(the_sixteen - set(keys))}"
 
 
+
+def test_every_weights_folder_is_one_entrys():
+    """No released folder outlives its entry (a replaced or renamed release leaves nothing behind)."""
+    folders = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "weights").iterdir() if p.is_dir())
+    assert folders == sorted(e["folder"] for e in MANIFEST["weights"])
+
 def test_names_agree_and_real_cutouts_get_robust_weights_by_default():
     """Each entry's config.json names the tag its manifest entry has; for A and B classification an
     untagged name loads the `robust` weights and the seed protocol's stay loadable as `clean`."""
