@@ -12,7 +12,7 @@ BASE = ["--arch", "tiny", "--batch-size", "8", "--val-size", "12", "--lr", "3e-3
 
 def learning(run):
     """The run's epochs without their wall-clock timings."""
-    timing = ("images_per_s", "seconds", "train_minutes")
+    timing = ("images_per_s", "seconds", "train_minutes", "paused_minutes")
     return [{k: v for k, v in json.loads(line).items() if k not in timing}
             for line in (run / "metrics.jsonl").read_text().splitlines()]
 

@@ -393,6 +393,31 @@ def test_version_1_runs_resume_with_their_original_meaning(tiny_arch, tmp_path):
     assert json.loads((run / "best" / "config.json").read_text())["recipe"]["precision"] == "fp32"
 
 
+
+def test_time_the_process_was_stopped_is_not_training_time(monkeypatch):
+    """A run paused by SIGSTOP (or a suspended machine) records its minutes without the pause: the
+    pause clock sees one of its one-second ticks take far longer, and elapsed() leaves that out."""
+    import types
+
+    from lenszoo.train import state
+
+    jump = {"at": time.monotonic() + 0.3, "by": 100.0}  # the process "stops" for 100 s, 0.3 s in
+    fake = types.SimpleNamespace(monotonic=lambda: time.monotonic() + (jump["by"] if time.monotonic() > jump["at"]
+                                                                        else 0.0))
+    monkeypatch.setattr(state, "time", fake)
+    with state.PauseClock(tick_s=0.05, gap_s=5.0) as pauses:
+        time.sleep(0.8)
+    assert 99.9 < pauses.paused_s < 100.1  # the jump, give or take one tick
+    with state.PauseClock(tick_s=0.05, gap_s=5.0) as calm:
+        time.sleep(0.3)
+    assert calm.paused_s == 0.0  # no pause, nothing counted
+
+    started = fake.monotonic() - 160.0  # began 160 s ago, of which 100 s stopped, after 30 s in earlier runs
+    progress = state.Progress(elapsed_s=30.0, paused_s=7.0)
+    run = state.Run(*[None] * 9, progress=progress, resumed=True, started=started, log=None, info=None, pauses=pauses)
+    assert 89.0 < run.elapsed() < 91.0
+    assert run.paused() == 7.0 + pauses.paused_s
+
 def test_budget_fit_note_names_the_epochs_that_fit():
     from lenszoo.train import TrainConfig, budget_fit_note
 

@@ -27,7 +27,8 @@ def end_epoch(run: Run, seconds: float, images: int):
     row = {"epoch": epoch + 1, "images_seen": progress.images_seen, "train": train_metrics, "val": val,
            "lr": config.lr * lr_factor(config.schedule, progress.global_step - 1, run.total_steps),
            "is_best": is_best, "seconds": round(seconds, 3), "images_per_s": round(images / max(seconds, 1e-9), 1),
-           "train_minutes": round(run.elapsed() / 60, 2)}  # wall clock since the run began, resumes included
+           # wall clock since the run began, resumes included, the time its process was stopped not
+           "train_minutes": round(run.elapsed() / 60, 2), "paused_minutes": round(run.paused() / 60, 2)}
     progress.history.append(row)
     if is_best:
         progress.best = {"epoch": epoch + 1, "key": list(key), "val": val, "images_seen": progress.images_seen}

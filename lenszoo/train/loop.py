@@ -44,7 +44,7 @@ from .data import open_stored, prepare_data
 from .epoch import end_epoch
 from .progress import budget_fit_note, progress_bar, report_end, update_bar
 from .start import init_checkpoint, init_record, init_regression_bias, load_init_weights
-from .state import Progress, Run, reduce_sums, summary
+from .state import PauseClock, Progress, Run, reduce_sums, summary
 
 CONTINUE, SAVE, STOP = 0, 1, 2
 
@@ -62,7 +62,12 @@ class Saved(NamedTuple):
 def train(config: TrainConfig, *, resume: bool = False, given_fields: set[str] | None = None, log=None) -> dict:
     """Train (or resume) a run; returns a summary dict. See ``lenszoo.rundir`` for the run layout."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-    started = time.monotonic()
+    with PauseClock() as pauses:  # the minutes a run records leave out the time its process was stopped
+        return _train(config, resume=resume, given_fields=given_fields, log=log, pauses=pauses,
+                      started=time.monotonic())
+
+
+def _train(config: TrainConfig, *, resume, given_fields, log, pauses, started) -> dict:
     if resume:
         if not config.out:
             raise LenszooError("--resume needs --out RUN_DIR: the run to continue")
@@ -98,8 +103,10 @@ def train(config: TrainConfig, *, resume: bool = False, given_fields: set[str] |
             if saved is not None and saved.progress.finished:
                 log(f"{run_dir} has already finished ({saved.progress.epoch} epochs); nothing to do")
                 return summary(run_dir, config, saved.progress, "finished", ctx.rank)
-            return fit(setup(config, spec, run_dir, ctx, device, saved, resume=resume, started=started, log=log,
-                             init_folder=init_folder, hold=held.enter_context))
+            run = setup(config, spec, run_dir, ctx, device, saved, resume=resume, started=started, log=log,
+                        init_folder=init_folder, hold=held.enter_context)
+            run.pauses = pauses
+            return fit(run)
     finally:
         if owns_group:
             import torch.distributed as dist
@@ -336,16 +343,16 @@ def save(run: Run):
     """A resumable state: weights, optimizer and progress (rank 0 writes, all ranks wait)."""
     reduce_sums(run.ctx, run.progress.sums, run.device)
     progress = run.progress
-    saved_elapsed = progress.elapsed_s
-    progress.elapsed_s = run.elapsed()
+    saved_elapsed, saved_paused = progress.elapsed_s, progress.paused_s
+    progress.elapsed_s, progress.paused_s = run.elapsed(), run.paused()
     if run.ctx.is_main:
         state = asdict(progress)
         save_state(run.run_dir, run.model, run.optimizer, state,
                    {**run.checkpoint_kwargs, "images_seen": progress.images_seen})
         progress.save_index = state["save_index"]
     run.ctx.barrier()
-    # elapsed_s counts earlier invocations only; this one is counted from run.started
-    progress.elapsed_s = saved_elapsed
+    # elapsed_s and paused_s count earlier invocations only; this one is counted from run.started
+    progress.elapsed_s, progress.paused_s = saved_elapsed, saved_paused
     run.last_save = time.monotonic()
 
 

@@ -52,7 +52,8 @@ class Progress:
     sums: dict = field(default_factory=zero_sums)  # this epoch's running loss and score sums
     best: dict | None = None  # epoch, selection key, val metrics and images seen of best/
     history: list = field(default_factory=list)  # one row per finished epoch (metrics.jsonl)
-    elapsed_s: float = 0.0  # wall clock of all earlier invocations
+    elapsed_s: float = 0.0  # wall clock of all earlier invocations, less the time their process was stopped
+    paused_s: float = 0.0  # time the process of earlier invocations was stopped (SIGSTOP, a suspended machine)
     save_index: int = 0
     finished: bool = False
 
@@ -82,13 +83,50 @@ class Run:
     checkpoint_kwargs: dict = field(default_factory=dict)
     compute: dict = field(default_factory=dict)
     last_save: float = 0.0
+    pauses: "PauseClock | None" = None  # counts the time this command's process was stopped
 
     @property
     def total_steps(self) -> int:
         return self.plan.steps_per_epoch * self.config.epochs
 
     def elapsed(self) -> float:
-        return self.progress.elapsed_s + (time.monotonic() - self.started)
+        """Seconds the run has trained, resumes included: wall clock while its process ran."""
+        return self.progress.elapsed_s + (time.monotonic() - self.started - self.paused_here())
+
+    def paused(self) -> float:
+        """Seconds the run's process was stopped, over all its invocations."""
+        return self.progress.paused_s + self.paused_here()
+
+    def paused_here(self) -> float:
+        return self.pauses.paused_s if self.pauses is not None else 0.0
+
+
+class PauseClock:
+    """Counts the time the process is stopped (SIGSTOP, a suspended machine), which a monotonic clock
+    does not skip: a thread that ticks every second sees a tick that took far longer."""
+
+    def __init__(self, tick_s: float = 1.0, gap_s: float = 30.0):
+        self.tick_s, self.gap_s, self.paused_s = tick_s, gap_s, 0.0
+
+    def __enter__(self):
+        import threading
+
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="lenszoo-pause-clock", daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self):
+        last = time.monotonic()
+        while not self._stop.wait(self.tick_s):
+            now = time.monotonic()
+            if now - last > self.gap_s:  # a one-second wait does not take 30 s on a running process
+                self.paused_s += now - last - self.tick_s
+            last = now
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
 
 
 def summary(run_dir, config, progress: Progress, status, rank=0) -> dict:
