@@ -91,3 +91,37 @@ def test_added_rows_replace_the_same_weights_and_refuse_another_machine():
         ("etn", "robust", 0.4), ("hnet", None, 0.1), ("hnet", "robust", 0.3)]
     with pytest.raises(SystemExit, match="hardware"):
         module.add_rows(kept, {**new, "hardware": "cpu Y"}, "kept.json")
+
+
+def _rows(losses, accuracies, n=3000):
+    return [{"epoch": i + 1, "images_seen": 4000 * (i + 1), "images_per_s": 60.0,
+             "train": {"loss": loss}, "val": {"accuracy": acc, "n": n}}
+            for i, (loss, acc) in enumerate(zip(losses, accuracies))]
+
+
+def test_bf16_training_parity_rule():
+    compare = benchmark("bf16_train_parity.py").compare
+    fp32 = _rows([0.90, 0.50], [0.80, 0.88])
+    same = compare(fp32, _rows([0.92, 0.51], [0.79, 0.875]), "classify", loss_limit=0.1, mae_limit=0.01)
+    assert same["within_limits"] and same["final"]["change"] == -0.005
+    assert 0.015 < same["final"]["limit"] < 0.02  # 2 SE of a difference of two ~88 % accuracies on 3,000 images
+    loss_drift = compare(fp32, _rows([1.05, 0.51], [0.80, 0.88]), "classify", loss_limit=0.1, mae_limit=0.01)
+    assert not loss_drift["within_limits"]
+    worse = compare(fp32, _rows([0.90, 0.50], [0.80, 0.84]), "classify", loss_limit=0.1, mae_limit=0.01)
+    assert not worse["within_limits"]
+    with pytest.raises(ValueError, match="same images"):
+        compare(fp32, _rows([0.9], [0.8]), "classify", loss_limit=0.1, mae_limit=0.01)
+
+
+def test_weights_trained_in_bf16_had_a_training_parity_check_on_their_arch():
+    """bfloat16 training only after a kept parity record at equal images said it keeps parity."""
+    checked = set()
+    for path in (REPO / "docs" / "results-data").glob("bf16_train_parity-*.json"):
+        record = json.loads(path.read_text())
+        assert record["format"] == "lenszoo-bf16-train-parity"
+        if record["within_limits"]:
+            checked.add(record["arch"])
+    for entry in json.loads((REPO / "weights_manifest.json").read_text())["weights"]:
+        recipe = entry.get("recipe") or {}
+        if "bf16" in (recipe.get("precision"), (recipe.get("compute") or {}).get("precision")):
+            assert entry["arch"] in checked, f"{entry['folder']} trained in bf16 without a kept training parity check"
