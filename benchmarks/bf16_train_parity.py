@@ -53,7 +53,8 @@ def accuracy_limit(a: float, b: float, n: int) -> float:
     return 2 * math.sqrt((a * (1 - a) + b * (1 - b)) / n)
 
 
-def compare(fp32: list[dict], bf16: list[dict], task: str, *, loss_limit: float, mae_limit: float) -> dict:
+def compare(fp32: list[dict], bf16: list[dict], task: str, *, n_val: int, loss_limit: float,
+            mae_limit: float) -> dict:
     """The parity rule on two runs' metrics.jsonl rows (same epochs, same images)."""
     if not fp32 or len(fp32) != len(bf16) or any(a["images_seen"] != b["images_seen"] for a, b in zip(fp32, bf16)):
         raise ValueError("the two runs did not see the same images epoch by epoch")
@@ -69,7 +70,7 @@ def compare(fp32: list[dict], bf16: list[dict], task: str, *, loss_limit: float,
     if task == "classify":
         a, b = a_val["accuracy"], b_val["accuracy"]
         final = {"metric": "val accuracy", "fp32": a, "bf16": b, "change": round(b - a, 4),
-                 "limit": round(accuracy_limit(a, b, int(a_val["n"])), 4), "n_val": int(a_val["n"])}
+                 "limit": round(accuracy_limit(a, b, n_val), 4), "n_val": n_val}
     else:
         a, b = a_val["mae"], b_val["mae"]
         final = {"metric": "val mae", "fp32": a, "bf16": b, "change": round(b - a, 4), "limit": mae_limit}
@@ -104,8 +105,9 @@ def main(argv=None) -> int:
 
     root = Path(args.runs) / f"{args.arch}-{args.task}-{Path(args.data).name}-seed{args.seed}"
     runs = {precision: train(args, precision, root / precision) for precision in ("fp32", "bf16")}
+    counts = json.loads((Path(args.val_data) / "manifest.json").read_text())["class_counts"]
     comparison = compare(runs["fp32"][: args.epochs], runs["bf16"][: args.epochs], args.task,
-                         loss_limit=args.loss_limit, mae_limit=args.mae_limit)
+                         n_val=sum(counts.values()), loss_limit=args.loss_limit, mae_limit=args.mae_limit)
     epochs, final, within = comparison["per_epoch"], comparison["final"], comparison["within_limits"]
     speeds = [e["bf16"]["images_per_s"] / e["fp32"]["images_per_s"] for e in epochs]
 

@@ -93,24 +93,24 @@ def test_added_rows_replace_the_same_weights_and_refuse_another_machine():
         module.add_rows(kept, {**new, "hardware": "cpu Y"}, "kept.json")
 
 
-def _rows(losses, accuracies, n=3000):
+def _rows(losses, accuracies):
     return [{"epoch": i + 1, "images_seen": 4000 * (i + 1), "images_per_s": 60.0,
-             "train": {"loss": loss}, "val": {"accuracy": acc, "n": n}}
+             "train": {"loss": loss}, "val": {"accuracy": acc}}
             for i, (loss, acc) in enumerate(zip(losses, accuracies))]
 
 
 def test_bf16_training_parity_rule():
     compare = benchmark("bf16_train_parity.py").compare
     fp32 = _rows([0.90, 0.50], [0.80, 0.88])
-    same = compare(fp32, _rows([0.92, 0.51], [0.79, 0.875]), "classify", loss_limit=0.1, mae_limit=0.01)
+    same = compare(fp32, _rows([0.92, 0.51], [0.79, 0.875]), "classify", n_val=3000, loss_limit=0.1, mae_limit=0.01)
     assert same["within_limits"] and same["final"]["change"] == -0.005
     assert 0.015 < same["final"]["limit"] < 0.02  # 2 SE of a difference of two ~88 % accuracies on 3,000 images
-    loss_drift = compare(fp32, _rows([1.05, 0.51], [0.80, 0.88]), "classify", loss_limit=0.1, mae_limit=0.01)
+    loss_drift = compare(fp32, _rows([1.05, 0.51], [0.80, 0.88]), "classify", n_val=3000, loss_limit=0.1, mae_limit=0.01)
     assert not loss_drift["within_limits"]
-    worse = compare(fp32, _rows([0.90, 0.50], [0.80, 0.84]), "classify", loss_limit=0.1, mae_limit=0.01)
+    worse = compare(fp32, _rows([0.90, 0.50], [0.80, 0.84]), "classify", n_val=3000, loss_limit=0.1, mae_limit=0.01)
     assert not worse["within_limits"]
     with pytest.raises(ValueError, match="same images"):
-        compare(fp32, _rows([0.9], [0.8]), "classify", loss_limit=0.1, mae_limit=0.01)
+        compare(fp32, _rows([0.9], [0.8]), "classify", n_val=3000, loss_limit=0.1, mae_limit=0.01)
 
 
 def test_weights_trained_in_bf16_had_a_training_parity_check_on_their_arch():
