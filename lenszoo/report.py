@@ -82,6 +82,12 @@ def _record_problem(record) -> str | None:
     return None
 
 
+# The weights the page ranks were trained on clean simulations, the seed paper's protocol, and are
+# released as ARCH.clean (an untagged name loads the robust ones): their records, tagged or
+# evaluated before the tag, are one row, ARCH's. Any other tag is a row of its own.
+RANKED_TAG = "clean"
+
+
 def load_results(paths) -> list[dict]:
     from .evaluate import RESULTS_FORMAT
 
@@ -98,8 +104,8 @@ def load_results(paths) -> list[dict]:
             raise LenszooError(f"{path} is a damaged lenszoo evaluation result ({problem}); run `lenszoo evaluate` again")
         record["_path"] = str(path)
         tag = record.get("tag")
-        if isinstance(tag, str) and tag and not record["arch"].endswith(f".{tag}"):  # tagged weights are rows
-            record["arch"] = f"{record['arch']}.{tag}"                                # of their own: ARCH.TAG
+        if isinstance(tag, str) and tag and tag != RANKED_TAG and not record["arch"].endswith(f".{tag}"):
+            record["arch"] = f"{record['arch']}.{tag}"  # tagged weights are rows of their own: ARCH.TAG
         results.append(record)
     return results
 

@@ -20,7 +20,7 @@ from .page import tables
 from .page.figures import copy_plots, is_figures_folder, learning_curves  # noqa: F401 (the CLI's names)
 from .page.notes import split_notes
 from .page.records import is_records_folder, page_records, write_records  # noqa: F401
-from .page.select import CONTROL, SEEDS_WANTED, pick, pick_transfer, pick_tta, seed_rows
+from .page.select import CONTROL, SEEDS_WANTED, own_of_transfer, pick, pick_transfer, pick_tta, seed_rows
 from .page.tables import headline_table  # noqa: F401 (`lenszoo report --readme`)
 from .report import MARKER
 
@@ -82,9 +82,10 @@ def _compute(ctx):
 
 
 def _probe(ctx):
+    transfer = pick_transfer(ctx.results, ctx.released)
     return ("Each checkpoint scored on the C twin of its instrument (A -> C-euclid, B -> C-hst), where the lens, "
             "the source and the substructure mass are drawn alike for every class (`docs/datasets.md`).\n\n"
-            + tables.transfer_table(pick_transfer(ctx.results, ctx.released), ctx.main))
+            + tables.transfer_table(transfer, own_of_transfer(ctx.results, transfer)))
 
 
 def _sensitivity(ctx):

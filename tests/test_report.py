@@ -124,6 +124,36 @@ def test_the_page_keeps_transfer_evaluations_apart_and_measures_margins_over_the
     assert "| C-euclid |" not in page.split("## Table 2")[0]  # not a row of Table 1
 
 
+def test_the_shortcut_probe_puts_each_model_beside_its_own_figure_not_a_later_releases(tmp_path):
+    """Weights probed on C, then replaced by a longer-trained release: the probe row shows the
+    probed weights' own figure, never the new release's beside the old probe."""
+    from lenszoo.report import load_results
+    from lenszoo.report_page import build_page
+
+    old = seed_record(tmp_path / "r35", "resnet50", "A", seed=0, sha="d", accuracy=0.92, epochs=5, epoch_size=7000)
+    seed_record(tmp_path / "r192", "resnet50", "A", seed=0, sha="f", accuracy=0.94)
+    probe = result_file(tmp_path / "r35-on-C", "resnet50", "C-euclid", accuracy=0.3357, auc=0.501)
+    record = json.loads(probe.read_text())
+    record.update(trained_on="A", model=old["model"])
+    probe.write_text(json.dumps(record))
+    page = build_page(load_results([tmp_path]), paper=None, figures=tmp_path / "figures",
+                      page=tmp_path / "results.md", released={"f" * 64: {}})
+    probed = table_rows(page, "the shortcut probe")
+    assert probed[2][:7] == ["classify", "`resnet50`", "A", "C-euclid", "holdout", "92.00 %", "33.57 %"]
+
+
+def test_clean_tagged_weights_are_the_ranked_row_and_other_tags_rows_of_their_own(tmp_path):
+    """The page ranks the seed protocol's weights, released as ARCH.clean: evaluated under that tag
+    or before it, they are one row; robust weights are a row of their own."""
+    from lenszoo.report import load_results
+
+    for name, tag in (("before-tag", None), ("clean", "clean"), ("robust", "robust")):
+        record = seed_record(tmp_path / name, "resnet50", "A", seed=0, sha=name[0], accuracy=0.9)
+        record["tag"] = tag
+        (tmp_path / name / "results.json").write_text(json.dumps(record))
+    assert sorted(r["arch"] for r in load_results([tmp_path])) == ["resnet50", "resnet50", "resnet50.robust"]
+
+
 def test_the_page_regenerates_from_its_kept_records_alone(tmp_path):
     """`--records` keeps every evaluation the page shows (with its plots) beside the page: passing
     that folder back gives the same page after the run folders are gone, and the folder is only

@@ -152,6 +152,23 @@ def pick_transfer(results: list[dict], released=frozenset()) -> dict:
     return _most_images(groups, released)
 
 
+def own_of_transfer(results: list[dict], transfer: dict) -> dict:
+    """Per transfer key: the evaluation of the same weights (or of the run an fp16 copy came from)
+    on their own dataset, on holdout where there is one. Another checkpoint's figure beside the
+    probe would misread it (weights released later are probed again, not borrowed)."""
+    own = {}
+    for key, record in transfer.items():
+        arch, task, trained_on, _ = key
+        same = [r for r in _own_dataset(results) if key_of(r) == (arch, task, trained_on)
+                and (sha_of(r) == sha_of(record) or _same_run(r, record))]
+        for split in PAGE_SPLITS:
+            on_split = [r for r in same if split_of(r) == split]
+            if on_split:
+                own[key] = max(on_split, key=lambda r: r.get("n") or 0)
+                break
+    return own
+
+
 def pick_tta(results: list[dict], released=frozenset()) -> dict:
     """Per (arch, task, dataset): the test evaluation with test-time augmentation on the most
     images, of the released weights where they were evaluated."""

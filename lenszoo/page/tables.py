@@ -160,12 +160,13 @@ def compute_table(main, released=None) -> str:
                    "minutes in total", "hardware", "threads", "precision", "parameters"], rows)
 
 
-def transfer_table(transfer, main) -> str:
-    """Released models scored on another dataset (A -> C-euclid, B -> C-hst), beside their own figure."""
+def transfer_table(transfer, own_figures) -> str:
+    """Released models scored on another dataset (A -> C-euclid, B -> C-hst), beside the same
+    weights' figure on their own dataset (``select.own_of_transfer``)."""
     rows = []
-    for (arch, task, trained_on, dataset), record in sorted(
-            transfer.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][3], arch_order(kv[0][0]))):
-        own = main.get((arch, task, trained_on)) or {}
+    for key, record in sorted(transfer.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][3], arch_order(kv[0][0]))):
+        arch, task, trained_on, dataset = key
+        own = own_figures.get(key) or {}
         if task == "classify":
             recall = record["metrics"].get("recall") or {}
             cells = [percent(_dig(own, "metrics", "accuracy")), percent(record["metrics"].get("accuracy")),
