@@ -4,6 +4,8 @@
     python benchmarks/robustness.py                       # every released A/B classifier and tag, test split
     python benchmarks/robustness.py --datasets B --archs c8_steerable --n-per-class 300
     python benchmarks/robustness.py --write-docs docs/predict.md --record docs/results-data/robustness.json
+    python benchmarks/robustness.py --archs resnet50 --tags clean --add-to docs/results-data/robustness.json \
+        --record docs/results-data/robustness.json --write-docs docs/predict.md   # re-measure released weights
 
 Nuisances are applied to raw simulated images (lenszoo/data/nuisance.py), in units of the
 dataset's background noise sigma: a constant sky offset of +-1, +3 and +10 sigma, the noise
@@ -105,14 +107,14 @@ def calibrate(datasets, n_per_class: int, seed: int):
         print(f"| {dataset} | " + " | ".join(cells) + " |")
 
 
-def released_classifiers(datasets, archs):
+def released_classifiers(datasets, archs, tags=None):
     from lenszoo.pretrained.manifest import released_weights
 
     return [e for e in released_weights() if e["task"] == "classify" and e["dataset"] in datasets
-            and (not archs or e["arch"] in archs)]
+            and (not archs or e["arch"] in archs) and (not tags or e.get("tag") in tags)]
 
 
-def table(datasets, archs, n_per_class: int, seed: int) -> dict:
+def table(datasets, archs, n_per_class: int, seed: int, tags=None) -> dict:
     import lenszoo
     from lenszoo.contract import measure_contract
     from lenszoo.registry import get_dataset
@@ -123,7 +125,7 @@ def table(datasets, archs, n_per_class: int, seed: int) -> dict:
         sigma = generator.background_noise
         images, labels = split_images(dataset, "test", n_per_class)
         variants = {name: apply(name, images, sigma, seed) for name in NUISANCES}
-        for entry in released_classifiers([dataset], archs):
+        for entry in released_classifiers([dataset], archs, tags):
             started = time.perf_counter()
             model = lenszoo.load(entry["arch"], task="classify", dataset=dataset, tag=entry.get("tag"))
             contract = model.lenszoo_config.get("input_contract") or measure_contract(generator)
@@ -139,6 +141,25 @@ def table(datasets, archs, n_per_class: int, seed: int) -> dict:
     return {"format": "lenszoo-robustness", "version": 1, "split": "test", "n_per_class": n_per_class,
             "seed": seed, "nuisances": list(NUISANCES), "sigma_unit": "the dataset's background noise sigma",
             "rows": rows}
+
+
+def row_key(row: dict) -> tuple:
+    return row["arch"], row["dataset"], row.get("tag")
+
+
+def add_rows(kept: dict, new: dict, where: Path) -> dict:
+    """``new`` plus the rows of ``kept`` for weights it did not measure. Accuracy does not depend on
+    the machine, but one table must share its images and nuisances: a record made with another
+    sample, seed or set of nuisances is refused."""
+    for key in ("format", "version", "split", "n_per_class", "seed", "nuisances"):
+        if kept.get(key) != new.get(key):
+            raise SystemExit(f"{where} was measured with {key}={kept.get(key)!r}, this run with {new.get(key)!r}: "
+                             "measure everything again instead of --add-to")
+    measured = {row_key(row) for row in new["rows"]}
+    order = [row_key(row) for row in kept["rows"]]
+    rows = [row for row in kept["rows"] if row_key(row) not in measured] + new["rows"]
+    rows.sort(key=lambda row: order.index(row_key(row)) if row_key(row) in order else len(order))
+    return {**new, "rows": rows}
 
 
 def markdown(record: dict) -> str:
@@ -166,6 +187,9 @@ def main(argv=None):
     parser.add_argument("--archs", nargs="*", default=None, help="Only these architectures [default: all released].")
     parser.add_argument("--n-per-class", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0, help="Seed of the added noise.")
+    parser.add_argument("--tags", nargs="+", default=None, help="Only weights with these tags [default: all].")
+    parser.add_argument("--add-to", type=Path, metavar="RECORD",
+                        help="Keep this record's rows for weights not measured now and write the union to --record.")
     parser.add_argument("--calibrate", action="store_true", help="Flag rates on the val split only.")
     parser.add_argument("--record", type=Path, help="Also write the figures as JSON here.")
     parser.add_argument("--write-docs", type=Path, help="Replace the marked table in this Markdown file.")
@@ -179,7 +203,9 @@ def main(argv=None):
         if record.get("format") != "lenszoo-robustness":
             raise SystemExit(f"{args.from_record} is not a record of this benchmark")
     else:
-        record = table(args.datasets, args.archs, args.n_per_class, args.seed)
+        record = table(args.datasets, args.archs, args.n_per_class, args.seed, args.tags)
+        if args.add_to:
+            record = add_rows(json.loads(args.add_to.read_text(encoding="utf-8")), record, args.add_to)
     text = markdown(record)
     print(text)
     if args.record:

@@ -125,3 +125,18 @@ def test_weights_trained_in_bf16_had_a_training_parity_check_on_their_arch():
         recipe = entry.get("recipe") or {}
         if "bf16" in (recipe.get("precision"), (recipe.get("compute") or {}).get("precision")):
             assert entry["arch"] in checked, f"{entry['folder']} trained in bf16 without a kept training parity check"
+
+
+def test_robustness_add_to_replaces_only_the_weights_measured_again(tmp_path):
+    add_rows = benchmark("robustness.py").add_rows
+    head = {"format": "lenszoo-robustness", "version": 1, "split": "test", "n_per_class": 1000, "seed": 0,
+            "nuisances": ["clean"]}
+    kept = {**head, "rows": [{"arch": "c8_steerable", "dataset": "A", "tag": "clean", "accuracy": {"clean": 0.97}},
+                             {"arch": "resnet50", "dataset": "A", "tag": "clean", "accuracy": {"clean": 0.93}},
+                             {"arch": "resnet50", "dataset": "A", "tag": "robust", "accuracy": {"clean": 0.91}}]}
+    new = {**head, "rows": [{"arch": "resnet50", "dataset": "A", "tag": "clean", "accuracy": {"clean": 0.95}}]}
+    merged = add_rows(kept, new, tmp_path / "kept.json")
+    assert [(r["arch"], r["tag"], r["accuracy"]["clean"]) for r in merged["rows"]] == [
+        ("c8_steerable", "clean", 0.97), ("resnet50", "clean", 0.95), ("resnet50", "robust", 0.91)]
+    with pytest.raises(SystemExit, match="n_per_class"):
+        add_rows(kept, {**new, "n_per_class": 300}, tmp_path / "kept.json")
