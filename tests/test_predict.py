@@ -194,7 +194,8 @@ def test_the_onnxruntime_engine_gives_pytorchs_rows(tmp_path, checkpoints, image
     on the fly; TTA and regression go through it too; a GPU device is refused in one line."""
     pytest.importorskip("onnxruntime")
     for task, columns, tta in (("classify", CLASSES, True), ("regress", ["log10_m_a"], False)):
-        plain = lenszoo.predict(str(checkpoints[task]), images, tta=tta)
+        # onnxruntime runs fp32; "auto" would pick bf16 for torch on a CPU with native bfloat16
+        plain = lenszoo.predict(str(checkpoints[task]), images, tta=tta, precision="fp32")
         fast = lenszoo.predict(str(checkpoints[task]), images, tta=tta, engine="onnxruntime")
         np.testing.assert_allclose([[r[c] for c in columns] for r in fast],
                                    [[r[c] for c in columns] for r in plain], atol=1e-4)
