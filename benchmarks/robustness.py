@@ -156,9 +156,9 @@ def add_rows(kept: dict, new: dict, where: Path) -> dict:
             raise SystemExit(f"{where} was measured with {key}={kept.get(key)!r}, this run with {new.get(key)!r}: "
                              "measure everything again instead of --add-to")
     measured = {row_key(row) for row in new["rows"]}
-    order = [row_key(row) for row in kept["rows"]]
+    place = {row_key(row): i for i, row in enumerate(kept["rows"])}  # re-measured rows keep their place
     rows = [row for row in kept["rows"] if row_key(row) not in measured] + new["rows"]
-    rows.sort(key=lambda row: order.index(row_key(row)) if row_key(row) in order else len(order))
+    rows.sort(key=lambda row: place.get(row_key(row), len(place)))
     return {**new, "rows": rows}
 
 

@@ -156,10 +156,10 @@ def own_of_transfer(results: list[dict], transfer: dict) -> dict:
     """Per transfer key: the evaluation of the same weights (or of the run an fp16 copy came from)
     on their own dataset, on holdout where there is one. Another checkpoint's figure beside the
     probe would misread it (weights released later are probed again, not borrowed)."""
-    own = {}
+    own, candidates = {}, _own_dataset(results)
     for key, record in transfer.items():
         arch, task, trained_on, _ = key
-        same = [r for r in _own_dataset(results) if key_of(r) == (arch, task, trained_on)
+        same = [r for r in candidates if key_of(r) == (arch, task, trained_on)
                 and (sha_of(r) == sha_of(record) or _same_run(r, record))]
         for split in PAGE_SPLITS:
             on_split = [r for r in same if split_of(r) == split]
