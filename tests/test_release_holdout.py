@@ -1,6 +1,6 @@
 """The manifest records each released checkpoint's holdout metrics beside its test metrics: picked up
 at release from evaluations of exactly these weights, or added later to an entry released before,
-from an evaluation record, without touching the weights folder (issue 29, item 1)."""
+from an evaluation record, which rewrites only the folder's model card (issue 29, item 1)."""
 
 import json
 import shutil
@@ -70,9 +70,10 @@ def test_release_records_holdout_metrics_of_exactly_these_weights(zoo, tmp_path,
     assert config["metrics"]["holdout"]["accuracy"] == 0.91
 
 
-def test_holdout_metrics_are_added_to_a_released_entry_without_touching_its_folder(zoo, tmp_path):
+def test_holdout_metrics_are_added_to_a_released_entry_and_its_card_not_its_weights(zoo, tmp_path):
     root, manifest, entry = zoo
     before = folder_bytes(root / entry["folder"])
+    assert "holdout" not in before["README.md"].decode()
     results = evaluation(tmp_path / "eval" / "radial_profile-classify-A-holdout", sha=entry["sha256"],
                          split="holdout", accuracy=0.9123, n=15000)
     result = cli("release", root / entry["folder"], "--metrics-from", results)
@@ -82,7 +83,12 @@ def test_holdout_metrics_are_added_to_a_released_entry_without_touching_its_fold
     assert saved["metrics"]["holdout"] == {"accuracy": 0.9123, "auc": 0.98, "n": 15000}
     assert saved["metrics"]["test"] == entry["metrics"]["test"]  # the other splits stay
     assert {k: v for k, v in saved.items() if k != "metrics"} == {k: v for k, v in entry.items() if k != "metrics"}
-    assert folder_bytes(root / entry["folder"]) == before  # weights, config.json (its sha256) and card untouched
+    after = folder_bytes(root / entry["folder"])
+    assert {k: v for k, v in after.items() if k != "README.md"} == \
+        {k: v for k, v in before.items() if k != "README.md"}  # weights and config.json (its sha256) untouched
+    card = after["README.md"].decode()
+    assert "| holdout | accuracy | 0.9123 |" in card and "accuracy (holdout)" in card  # table and model-index
+    assert f"| test | accuracy | {entry['metrics']['test']['accuracy']:.4g} |" in card
 
     import lenszoo
 

@@ -82,6 +82,12 @@ def installed(tmp_path_factory, hub):
         os.environ.update(old)
     assert result.exit_code == 0, result.output
     assert "2 published" in result.output and "0 published, 2 unchanged" in again.output  # a no-op the 2nd time
+    for entry in manifest["weights"]:  # each Hub card shows every metric its manifest entry records
+        repo = hub.state.repos[f"testorg/{Path(entry['folder']).name}"]
+        card = repo.commits[repo.resolve("main")]["README.md"].decode()
+        for split, values in entry["metrics"].items():
+            name = next(k for k, v in values.items() if k != "n" and isinstance(v, (int, float)))
+            assert f"{name} ({split})" in card, (entry["folder"], split)
 
     dist = root / "dist"
     build_env = {**env, "LENSZOO_BUNDLE_MAX_BYTES": str(small["size"])}

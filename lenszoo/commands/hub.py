@@ -122,7 +122,7 @@ def download_command(name, task, dataset, everything):
 @click.option("--metrics-from", "metrics_from", multiple=True, type=click.Path(),
               help="Instead of releasing: add the metrics of these `lenszoo evaluate` results (results.json or its "
                    "folder; repeatable) of the released weights at PATH to their manifest entry, as "
-                   "metrics.holdout or metrics.test; the weights folder is not touched.")
+                   "metrics.holdout or metrics.test, and to their model card; the weights and config.json are not touched.")
 def release_command(path, to, fp16, tag, make_default, retag, metrics_from):
     """Copy a run's best checkpoint into weights/ and record it in weights_manifest.json.
 

@@ -38,9 +38,20 @@ def _package_line(config: dict) -> str:
     return " ".join(f"`{name}=={version}`" if version else f"`{name}`" for name, version in packages)
 
 
-def model_card_text(config: dict, repo_id: str | None = None, revision: str | None = None) -> str:
+def card_metrics(config: dict, entry: dict | None = None) -> dict:
+    """The metrics a released checkpoint's card shows: its config.json's (train, val, and the test /
+    holdout evaluations found at release) and those its manifest ``entry`` recorded later
+    (``release --metrics-from``), which leave config.json and its sha256 as they are."""
+    return {**(config.get("metrics") or {}),
+            **{split: values for split, values in ((entry or {}).get("metrics") or {}).items() if isinstance(values, dict)}}
+
+
+def model_card_text(config: dict, repo_id: str | None = None, revision: str | None = None,
+                    metrics: dict | None = None) -> str:
     """The card: metadata (model-index with every metric), the pinned load line, what to install,
-    the metrics and the recipe. ``revision`` pins the load line to the commit holding the weights."""
+    the metrics (``metrics``, else config.json's) and the recipe. ``revision`` pins the load line
+    to the commit holding the weights."""
+    metrics = config.get("metrics") if metrics is None else metrics
     from huggingface_hub import EvalResult, ModelCardData
 
     arch, task, dataset = config["arch"], config["task"], config.get("dataset") or "unknown"
@@ -50,7 +61,7 @@ def model_card_text(config: dict, repo_id: str | None = None, revision: str | No
         EvalResult(task_type=task_type, task_name=task_name, dataset_type=dataset_id,
                    dataset_name=f"lenszoo simulated dataset {dataset}", dataset_split=split,
                    metric_type=name, metric_name=f"{name} ({split})", metric_value=value)
-        for split, name, value in _numeric_metrics(config.get("metrics"))
+        for split, name, value in _numeric_metrics(metrics)
     ]
     data = ModelCardData(
         library_name="lenszoo", license="mit", datasets=[dataset_id],
@@ -66,7 +77,7 @@ def model_card_text(config: dict, repo_id: str | None = None, revision: str | No
     plugin = config.get("plugin")
     needs = _package_line(config) + (f" (the architecture comes from plugin `{plugin}`)"
                                      if config.get("package") not in (None, "lenszoo") else "")
-    rows = "\n".join(f"| {split} | {name} | {value:.4g} |" for split, name, value in _numeric_metrics(config.get("metrics")))
+    rows = "\n".join(f"| {split} | {name} | {value:.4g} |" for split, name, value in _numeric_metrics(metrics))
     recipe = "\n".join(f"- `{k}`: {v}" for k, v in sorted((config.get("recipe") or {}).items()))
     from ..contract import describe
 

@@ -10,7 +10,7 @@ from ..checkpoint import WEIGHTS_NAME, read_config
 from ..errors import LenszooError
 from ..files import sha256_file
 from ..names import check_repo_id
-from .card import model_card_text
+from .card import card_metrics, model_card_text
 from .hub import Published, is_offline, upload_checkpoint
 from .manifest import entry_label, read_manifest
 from .refs import resolve_checkpoint_folder
@@ -21,11 +21,12 @@ HUB_ORG_ENV = "LENSZOO_HUB_ORG"
 
 
 def publish(path, repo_id: str, *, tag: str | None = None, private: bool = False, token: str | None = None,
-            run_dir=None) -> Published:
+            run_dir=None, entry: dict | None = None) -> Published:
     """Upload a checkpoint folder (or a run's best checkpoint) to ``repo_id`` in two commits:
     config.json and the weights, then the model card, whose load line is pinned to the first
     commit. The card carries the test metrics ``lenszoo evaluate`` wrote for these exact weights
-    (under ``run_dir``'s eval/). Returns the weights' commit sha (the one to pin)."""
+    (under ``run_dir``'s eval/), and those of its manifest ``entry``. Returns the weights' commit
+    sha (the one to pin)."""
     check_repo_id(repo_id)
     if is_offline():
         raise LenszooError("HF_HUB_OFFLINE is set: publishing needs the network; unset it and retry")
@@ -40,6 +41,7 @@ def publish(path, repo_id: str, *, tag: str | None = None, private: bool = False
     test = evaluated_test_metrics(run_dir or Path(path), config)
     if test and "test" not in (config.get("metrics") or {}):
         card_config["metrics"] = {**(config.get("metrics") or {}), "test": test}
+    card_config["metrics"] = card_metrics(card_config, entry)
     what = f"{config['arch']} {config['task']} dataset {config.get('dataset')}"
     return upload_checkpoint(folder, repo_id, lambda sha: model_card_text(card_config, repo_id, sha), what=what,
                              tag=tag, private=private, token=token)
@@ -74,7 +76,7 @@ def publish_release(org: str | None, manifest: Path, *, tag: str | None = None, 
         folder = manifest.parent / entry["folder"]
         if not matches(folder, entry):
             raise LenszooError(f"{folder} does not match its sha256s in {manifest}; release it again before publishing")
-        published = publish(folder, repo_id, tag=tag, token=token)
+        published = publish(folder, repo_id, tag=tag, token=token, entry=entry)
         record_publication(entry["arch"], entry["task"], entry["dataset"], repo_id, published.commit_sha,
                            manifest=manifest, tag=entry.get("tag"))
         log(f"{label}: published {repo_id}@{published.commit_sha[:12]} (tag {tag})")

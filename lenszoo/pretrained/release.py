@@ -15,7 +15,7 @@ from ..files import atomic_folder, atomic_write_json, atomic_write_text, claim_o
     path_kind, sha256_bytes, sha256_file
 from ..names import check_name
 from ..tasks import TASKS
-from .card import model_card_text, write_model_card
+from .card import card_metrics, model_card_text, write_model_card
 from .manifest import MANIFEST_ENV, MANIFEST_NAME, SCHEMA_VERSION, Weights, entry_key, entry_label, manifest_path, \
     read_manifest, source_checkout, validate_manifest
 
@@ -235,8 +235,8 @@ def release_recipe(config: dict) -> dict:
 def record_evaluations(path, evaluations, *, manifest: Path | None = None) -> tuple[dict, list[str]]:
     """Add the metrics of ``lenszoo evaluate`` results (``evaluations``: results.json files or the
     folders holding them) to the manifest entry of the released weights at ``path``, as
-    ``metrics.<split>`` (test or holdout), without touching the weights folder (its files, their
-    sha256s and any Hub pin stay as they are). Every result must be of exactly these weights
+    ``metrics.<split>`` (test or holdout), and to its model card; the weights, config.json (their
+    sha256s) and any Hub pin stay as they are. Every result must be of exactly these weights
     (its weights_sha256 is the entry's) on the entry's own dataset. Returns (entry, splits)."""
     from ..report import load_results
 
@@ -261,7 +261,10 @@ def record_evaluations(path, evaluations, *, manifest: Path | None = None) -> tu
         if split not in chosen or (record["metrics"].get("n") or 0) > (chosen[split].get("n") or 0):
             chosen[split] = scalar_metrics(record["metrics"])
     entry["metrics"] = {**entry.get("metrics", {}), **chosen}
+    folder = manifest.parent / entry["folder"]
+    config = read_config(folder)
     atomic_write_json(manifest, data, sort_keys=False)
+    atomic_write_text(folder / CARD_NAME, model_card_text(config, metrics=card_metrics(config, entry)))
     return Weights.from_entry(entry, manifest.parent), sorted(chosen)
 
 
@@ -305,7 +308,7 @@ def rename_release(path, *, tag: str | None = None, default: bool = False,
         config = read_config(folder)
         config["tag"] = tag
         files[folder / CONFIG_NAME] = json_text(config)
-        files[folder / CARD_NAME] = model_card_text(config)
+        files[folder / CARD_NAME] = model_card_text(config, metrics=card_metrics(config, entry))
         entry["tag"] = tag
         entry["config_sha256"] = sha256_bytes(files[folder / CONFIG_NAME].encode("utf-8"))
     if default:
