@@ -131,6 +131,9 @@ def candidates(page_text: str) -> Values:
         if record.get("format") == "lenszoo-signal":
             values.leaves(record["summary"])
             continue
+        if record.get("format") == "lenszoo-bf16-train-parity":  # benchmarks/bf16_train_parity.py
+            values.leaves({"bf16_speedup": record.get("bf16_speedup")}, record.get("arch"))
+            continue
         if record.get("format") != "lenszoo-evaluation":
             continue
         arch = record["arch"].split(".")[0]
