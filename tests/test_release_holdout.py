@@ -71,8 +71,13 @@ def test_release_records_holdout_metrics_of_exactly_these_weights(zoo, tmp_path,
 
 
 def test_holdout_metrics_are_added_to_a_released_entry_and_its_card_not_its_weights(zoo, tmp_path):
+    from lenszoo.checkpoint import read_config
+    from lenszoo.pretrained.card import model_card_text
+
     root, manifest, entry = zoo
-    before = folder_bytes(root / entry["folder"])
+    folder = root / entry["folder"]
+    (folder / "README.md").write_text(model_card_text(read_config(folder)))  # the card as released, config only
+    before = folder_bytes(folder)
     assert "holdout" not in before["README.md"].decode()
     results = evaluation(tmp_path / "eval" / "radial_profile-classify-A-holdout", sha=entry["sha256"],
                          split="holdout", accuracy=0.9123, n=15000)
