@@ -47,11 +47,11 @@ def card_metrics(config: dict, entry: dict | None = None) -> dict:
 
 
 def model_card_text(config: dict, repo_id: str | None = None, revision: str | None = None,
-                    metrics: dict | None = None) -> str:
+                    entry: dict | None = None) -> str:
     """The card: metadata (model-index with every metric), the pinned load line, what to install,
-    the metrics (``metrics``, else config.json's) and the recipe. ``revision`` pins the load line
-    to the commit holding the weights."""
-    metrics = config.get("metrics") if metrics is None else metrics
+    the metrics (config.json's and those of its manifest ``entry``) and the recipe. ``revision``
+    pins the load line to the commit holding the weights."""
+    metrics = card_metrics(config, entry)
     from huggingface_hub import EvalResult, ModelCardData
 
     arch, task, dataset = config["arch"], config["task"], config.get("dataset") or "unknown"

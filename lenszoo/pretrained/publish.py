@@ -10,7 +10,7 @@ from ..checkpoint import WEIGHTS_NAME, read_config
 from ..errors import LenszooError
 from ..files import sha256_file
 from ..names import check_repo_id
-from .card import card_metrics, model_card_text
+from .card import model_card_text
 from .hub import Published, is_offline, upload_checkpoint
 from .manifest import entry_label, read_manifest
 from .refs import resolve_checkpoint_folder
@@ -41,9 +41,8 @@ def publish(path, repo_id: str, *, tag: str | None = None, private: bool = False
     test = evaluated_test_metrics(run_dir or Path(path), config)
     if test and "test" not in (config.get("metrics") or {}):
         card_config["metrics"] = {**(config.get("metrics") or {}), "test": test}
-    card_config["metrics"] = card_metrics(card_config, entry)
     what = f"{config['arch']} {config['task']} dataset {config.get('dataset')}"
-    return upload_checkpoint(folder, repo_id, lambda sha: model_card_text(card_config, repo_id, sha), what=what,
+    return upload_checkpoint(folder, repo_id, lambda sha: model_card_text(card_config, repo_id, sha, entry=entry), what=what,
                              tag=tag, private=private, token=token)
 
 

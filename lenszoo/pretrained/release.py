@@ -15,7 +15,7 @@ from ..files import atomic_folder, atomic_write_json, atomic_write_text, claim_o
     path_kind, sha256_bytes, sha256_file
 from ..names import check_name
 from ..tasks import TASKS
-from .card import card_metrics, model_card_text, write_model_card
+from .card import model_card_text, write_model_card
 from .manifest import MANIFEST_ENV, MANIFEST_NAME, SCHEMA_VERSION, Weights, entry_key, entry_label, manifest_path, \
     read_manifest, source_checkout, validate_manifest
 
@@ -264,7 +264,7 @@ def record_evaluations(path, evaluations, *, manifest: Path | None = None) -> tu
     folder = manifest.parent / entry["folder"]
     config = read_config(folder)
     atomic_write_json(manifest, data, sort_keys=False)
-    atomic_write_text(folder / CARD_NAME, model_card_text(config, metrics=card_metrics(config, entry)))
+    atomic_write_text(folder / CARD_NAME, model_card_text(config, entry=entry))
     return Weights.from_entry(entry, manifest.parent), sorted(chosen)
 
 
@@ -308,7 +308,7 @@ def rename_release(path, *, tag: str | None = None, default: bool = False,
         config = read_config(folder)
         config["tag"] = tag
         files[folder / CONFIG_NAME] = json_text(config)
-        files[folder / CARD_NAME] = model_card_text(config, metrics=card_metrics(config, entry))
+        files[folder / CARD_NAME] = model_card_text(config, entry=entry)
         entry["tag"] = tag
         entry["config_sha256"] = sha256_bytes(files[folder / CONFIG_NAME].encode("utf-8"))
     if default:
